@@ -1,0 +1,124 @@
+"""The batched slice inference engine that both modules, the CLI and Training's evaluation share.
+
+A volume is never copied whole: slices stream from a (possibly strided) canonical view of the input in batches,
+are normalised, resampled to the model grid, run through the network under autocast, mapped back to their own
+grid and written straight into a preallocated output (again through a view). Memory therefore grows with the
+batch, not with the volume's length. Cancellation is checked between batches; a CUDA out-of-memory error retries
+the batch with half the batch size.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from .errors import CancelledError, DeviceError
+from .progress import CancelToken, ProgressCallback, ProgressTracker
+from .runtime import autocast_dtype, import_torch, select_device
+
+log = logging.getLogger(__name__)
+
+# Pixels per batch on the CPU: large enough to keep oneDNN's kernels busy, small enough that a 512-slice volume
+# costs no more memory than a 20-slice one. GPUs take more (they are latency-bound at small batches).
+CPU_BATCH_PIXELS = 8 * 128 * 128
+GPU_BATCH_PIXELS = 64 * 256 * 256
+
+
+@dataclass
+class SliceTask:
+    """What to do with each slice: the intensity map in, the grid, and what the network's output means."""
+
+    grid: object  # geometry.SliceGrid
+    in_scale: float  # normalised = clip(x * in_scale + in_offset, -1, 1)
+    in_offset: float
+    output: str = "image"  # "image": out = y * out_scale + out_offset; "labels": argmax over classes
+    out_scale: float = 1.0
+    out_offset: float = 0.0
+    pad_value: float = -1.0  # the model-space value of 'nothing here' (background after normalisation)
+
+
+class SliceEngine:
+    def __init__(self, network, *, device: str = "auto", precision: str = "auto", batch_size: Optional[int] = None,
+                 threads: Optional[int] = None):
+        self.torch = import_torch(threads)
+        self.device, self.device_note = select_device(device)
+        self.autocast = autocast_dtype(self.device, precision)
+        self.requested_batch_size = batch_size
+        network = network.to(self.device).eval()
+        if self.device.type != "mps":
+            # oneDNN and cuDNN both prefer NHWC for 3x3 convolutions.
+            network = network.to(memory_format=self.torch.channels_last)
+        self.network = network
+
+    # ------------------------------------------------------------------------------------------------------
+    def batch_size_for(self, model_shape) -> int:
+        if self.requested_batch_size:
+            return max(1, int(self.requested_batch_size))
+        pixels = GPU_BATCH_PIXELS if self.device.type == "cuda" else CPU_BATCH_PIXELS
+        return int(max(1, min(64, pixels // max(1, model_shape[0] * model_shape[1]))))
+
+    def run(self, source: np.ndarray, destination: np.ndarray, task: SliceTask, *,
+            progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> None:
+        """Fill ``destination[n]`` from ``source[n]`` for every slice n (both ``(n, rows, cols)``, views allowed)."""
+        total = source.shape[0]
+        tracker = ProgressTracker(total, progress)
+        tracker.update(0)
+        batch = self.batch_size_for(task.grid.model_shape)
+        start = 0
+        while start < total:
+            if cancel is not None and cancel.cancelled:
+                raise CancelledError("cancelled by the user: no output was written")
+            stop = min(total, start + batch)
+            try:
+                destination[start:stop] = self._run_batch(source[start:stop], task)
+            except Exception as error:  # noqa: BLE001 - only CUDA OOM is handled, the rest re-raised
+                if not self._is_out_of_memory(error):
+                    raise
+                if batch == 1:
+                    raise DeviceError(
+                        "the GPU ran out of memory even for one slice: close other GPU programs or use --device cpu"
+                    ) from None
+                self.torch.cuda.empty_cache()
+                batch = max(1, batch // 2)
+                log.warning("GPU out of memory: retrying with batch size %d", batch)
+                continue
+            start = stop
+            tracker.update(start)
+
+    def _is_out_of_memory(self, error: Exception) -> bool:
+        oom = getattr(self.torch.cuda, "OutOfMemoryError", ())
+        return self.device.type == "cuda" and (isinstance(error, oom) or "out of memory" in str(error))
+
+    def _autocast_context(self):
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return self.torch.autocast(device_type=self.device.type, dtype=self.autocast)
+
+    def _run_batch(self, slices: np.ndarray, task: SliceTask) -> np.ndarray:
+        torch = self.torch
+        host = torch.from_numpy(np.ascontiguousarray(slices, dtype=np.float32))[:, None]
+        if self.device.type == "cuda":
+            host = host.pin_memory()
+        with torch.inference_mode():
+            x = host.to(self.device, non_blocking=True)
+            x = (x * task.in_scale + task.in_offset).clamp_(-1.0, 1.0)
+            x = task.grid.to_model(x, pad_value=task.pad_value)
+            if self.device.type != "mps":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with self._autocast_context():
+                y = self.network(x)
+            y = y.float()
+            if task.output == "labels":
+                probabilities = torch.sigmoid(y) if y.shape[1] == 1 else torch.softmax(y, dim=1)
+                probabilities = task.grid.from_model(probabilities)
+                if probabilities.shape[1] == 1:
+                    result = (probabilities[:, 0] > 0.5).to(torch.uint8)
+                else:
+                    result = probabilities.argmax(dim=1).to(torch.uint8)
+            else:
+                y = task.grid.from_model(y)[:, 0]
+                result = y * task.out_scale + task.out_offset
+            return result.cpu().numpy()

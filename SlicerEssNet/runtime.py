@@ -1,0 +1,101 @@
+"""Where and how torch runs: device choice, CPU threads and the OpenMP wait policy.
+
+On a 2-core machine with one other busy process (Slicer's GUI, a second job, a test runner), PyTorch's default
+OpenMP pool of spinning threads slows down 10-400x; passive waiting keeps 60-75 % of the quiet speed. The wait
+policy is read once, when the OpenMP runtime loads with torch, so ``import_torch`` sets it before the first import.
+"""
+from __future__ import annotations
+
+import os
+import platform
+from typing import Optional, Tuple
+
+from .errors import DeviceError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
+
+
+def import_torch(threads: Optional[int] = None):
+    """Import torch with a passive OpenMP wait policy and a deliberate thread count; returns the module."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
+
+    if threads is None:
+        threads = int(os.environ.get("SLICERESSNET_THREADS", "0")) or default_thread_count()
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return torch
+
+
+def default_thread_count() -> int:
+    """Physical-ish core count: logical CPUs available to this process (affinity-aware where the OS tells)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def select_device(requested: str = "auto") -> Tuple[object, Optional[str]]:
+    """Return ``(torch.device, note)``; ``note`` explains a fallback (a requested GPU that is not there).
+
+    ``auto`` prefers CUDA, then Apple's MPS, then the CPU. A forced device that is missing falls back to the CPU
+    with a note rather than failing a whole cohort run; an unknown name is an error.
+    """
+    torch = import_torch()
+    requested = (requested or "auto").lower()
+    kind = requested.split(":")[0]
+    if kind not in DEVICE_CHOICES:
+        raise DeviceError(f"unknown device '{requested}': choose one of {', '.join(DEVICE_CHOICES)} (or cuda:N)")
+    cuda_ok = torch.cuda.is_available()
+    mps_ok = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+    if kind == "auto":
+        if cuda_ok:
+            return torch.device("cuda"), None
+        if mps_ok:
+            return torch.device("mps"), None
+        return torch.device("cpu"), None
+    if kind == "cuda" and not cuda_ok:
+        return torch.device("cpu"), "CUDA was requested but no CUDA GPU is available to PyTorch: running on the CPU"
+    if kind == "mps" and not mps_ok:
+        return torch.device("cpu"), "MPS was requested but is not available: running on the CPU"
+    return torch.device(requested), None
+
+
+def cpu_supports_fast_bf16() -> bool:
+    """True where oneDNN has native bf16 kernels (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    torch = import_torch()
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")()
+    if "AMX" in capability.upper():
+        return True
+    if platform.system() == "Linux":
+        try:
+            with open("/proc/cpuinfo") as handle:
+                flags = handle.read()
+            return "avx512_bf16" in flags or "amx_bf16" in flags
+        except OSError:
+            return False
+    return False
+
+
+def autocast_dtype(device, precision: str = "auto"):
+    """The dtype to autocast to on ``device``, or None for plain fp32.
+
+    ``auto``: bf16 on CPUs with native bf16 and on CUDA GPUs that support it, fp16 on older GPUs, fp32 otherwise
+    (fp16 on these CPUs runs at about 1 GFLOP/s: never chosen automatically there).
+    """
+    torch = import_torch()
+    precision = (precision or "auto").lower()
+    if precision not in PRECISION_CHOICES:
+        raise DeviceError(f"unknown precision '{precision}': choose one of {', '.join(PRECISION_CHOICES)}")
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_supports_fast_bf16():
+        return torch.bfloat16
+    return None
