@@ -1,0 +1,267 @@
+"""Jobs: one ``process_file`` call described in JSON, run in a thread or in a worker process.
+
+The Slicer modules run their work as jobs so the GUI never freezes: a timer polls ``Job.poll()`` for progress,
+Cancel calls ``Job.cancel()``, and scripts call ``Job.wait()``. A worker process is the default in Slicer: a
+PyTorch crash, an out-of-memory kill or a hard cancel takes the worker down, never Slicer. Both runners give the
+same guarantees: a job that fails or is cancelled leaves no output file behind.
+
+Worker protocol: ``python -m SlicerEssNet worker REQUEST.json`` prints one event per line on stdout, each
+``@essnet {json}`` with ``event`` = ``progress`` | ``warning`` | ``done`` | ``error``; logs go to stderr.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import subprocess
+import sys
+import threading
+import traceback
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import List, Optional
+
+from .progress import CancelToken, Progress
+
+log = logging.getLogger(__name__)
+
+EVENT_PREFIX = "@essnet "
+RUNNING, SUCCEEDED, FAILED, CANCELLED = "running", "succeeded", "failed", "cancelled"
+
+
+@dataclass
+class JobRequest:
+    task: str  # "synthesize" | "segment"
+    input_path: str
+    output_path: str
+    model: Optional[str] = None
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: Optional[int] = None
+    allow_modality_mismatch: bool = False
+    largest_component: bool = True
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "JobRequest":
+        data = json.loads(text)
+        return cls(**{key: value for key, value in data.items() if key in cls.__dataclass_fields__})
+
+    def options(self) -> dict:
+        return {
+            "device": self.device, "precision": self.precision, "batch_size": self.batch_size,
+            "allow_modality_mismatch": self.allow_modality_mismatch, "largest_component": self.largest_component,
+        }
+
+
+def remove_partial_outputs(output_path) -> None:
+    """Delete temporary files a killed writer may have left beside ``output_path`` (see ``atomic_path``)."""
+    output_path = Path(output_path)
+    if output_path.parent.is_dir():
+        for leftover in output_path.parent.glob(f".{output_path.name}.*.partial*"):
+            try:
+                leftover.unlink()
+            except OSError:
+                pass
+
+
+class Job:
+    """A running or finished job. ``poll()`` never blocks; ``wait()`` does."""
+
+    def __init__(self, request: JobRequest):
+        self.request = request
+        self.state = RUNNING
+        self.progress: Optional[Progress] = None
+        self.error: Optional[str] = None
+        self.warnings: List[str] = []
+        self.report: Optional[dict] = None
+        self._events: "queue.Queue[dict]" = queue.Queue()
+        self._finished = threading.Event()
+
+    # Both runners feed events into the queue; the caller's thread applies them, so Qt code never sees another
+    # thread's writes half-done.
+    def _apply(self, event: dict) -> None:
+        kind = event.get("event")
+        if kind == "progress":
+            self.progress = Progress.from_dict(event)
+        elif kind == "warning":
+            self.warnings.append(event.get("message", ""))
+        elif kind == "done":
+            self.report = event.get("report")
+            self.state = SUCCEEDED
+        elif kind == "error":
+            self.error = event.get("message", "unknown error")
+            self.state = CANCELLED if event.get("type") == "CancelledError" else FAILED
+
+    def poll(self) -> str:
+        while True:
+            try:
+                self._apply(self._events.get_nowait())
+            except queue.Empty:
+                return self.state
+
+    def wait(self, timeout: Optional[float] = None) -> str:
+        self._finished.wait(timeout)
+        return self.poll()
+
+    @property
+    def finished(self) -> bool:
+        return self._finished.is_set() and self._events.empty()
+
+    def cancel(self) -> None:
+        raise NotImplementedError
+
+
+def _execute(request: JobRequest, emit, cancel: Optional[CancelToken]) -> None:
+    """Run one request, turning everything that happens into events. Shared by both runners."""
+    from .errors import CancelledError, EssNetError
+    from .pipeline import process_file
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            report = process_file(
+                request.task, request.input_path, request.output_path, request.model,
+                progress=lambda p: emit(dict(event="progress", **p.to_dict())), cancel=cancel, **request.options())
+        for warning in caught:
+            emit({"event": "warning", "message": str(warning.message)})
+        emit({"event": "done", "report": asdict(report)})
+    except CancelledError as error:
+        emit({"event": "error", "type": "CancelledError", "message": str(error)})
+    except EssNetError as error:
+        emit({"event": "error", "type": type(error).__name__, "message": str(error)})
+    except MemoryError:
+        emit({"event": "error", "type": "MemoryError",
+              "message": "ran out of memory: close other programs, or crop the volume before processing"})
+    except Exception as error:  # noqa: BLE001 - the job must always end with an event
+        log.error("unexpected error in job:\n%s", traceback.format_exc())
+        emit({"event": "error", "type": type(error).__name__,
+              "message": f"unexpected error ({type(error).__name__}: {error}); see the log for details"})
+    finally:
+        remove_partial_outputs(request.output_path)
+
+
+# --- in-process ----------------------------------------------------------------------------------------------
+class _ThreadJob(Job):
+    def __init__(self, request: JobRequest):
+        super().__init__(request)
+        self._cancel = CancelToken()
+        self._thread = threading.Thread(target=self._run, name="SlicerEssNet job", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            _execute(self.request, self._events.put, self._cancel)
+        finally:
+            self._finished.set()
+
+    def cancel(self) -> None:
+        self._cancel.cancel()
+
+
+class InProcessJobRunner:
+    """Runs jobs in a thread of this process (torch releases the GIL while it computes)."""
+
+    def start(self, request: JobRequest) -> Job:
+        job = _ThreadJob(request)
+        job._thread.start()
+        return job
+
+
+# --- worker process ------------------------------------------------------------------------------------------
+class _ProcessJob(Job):
+    def __init__(self, request: JobRequest, process: subprocess.Popen, request_file: Path):
+        super().__init__(request)
+        self._process = process
+        self._request_file = request_file
+        self._cancelled = False
+        self._stderr_tail: List[str] = []
+        self._saw_end = False
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+
+    def _read_stderr(self) -> None:
+        for line in self._process.stderr:
+            self._stderr_tail = (self._stderr_tail + [line.rstrip()])[-20:]
+
+    def _read_stdout(self) -> None:
+        try:
+            for line in self._process.stdout:
+                if line.startswith(EVENT_PREFIX):
+                    event = json.loads(line[len(EVENT_PREFIX):])
+                    self._saw_end = self._saw_end or event.get("event") in ("done", "error")
+                    self._events.put(event)
+            code = self._process.wait()
+            if self._cancelled and not self._saw_end:
+                self._events.put({"event": "error", "type": "CancelledError",
+                                  "message": "cancelled by the user: no output was written"})
+            elif not self._saw_end:
+                detail = next((line for line in reversed(self._stderr_tail) if line.strip()), "no message")
+                self._events.put({"event": "error", "type": "WorkerDied",
+                                  "message": f"the worker process stopped unexpectedly (exit code {code}: {detail}); "
+                                             "nothing was written - try again, or use the CPU if the GPU ran out of memory"})
+        finally:
+            remove_partial_outputs(self.request.output_path)
+            try:
+                self._request_file.unlink()
+            except OSError:
+                pass
+            self._finished.set()
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+
+
+class SubprocessJobRunner:
+    """Runs each job in ``<python> -m SlicerEssNet worker``; in Slicer pass the path of ``PythonSlicer``."""
+
+    def __init__(self, python_executable: Optional[str] = None, env: Optional[dict] = None):
+        self.python_executable = python_executable or sys.executable
+        self.env = env
+
+    def start(self, request: JobRequest) -> Job:
+        import tempfile
+
+        handle, name = tempfile.mkstemp(prefix="essnet-job-", suffix=".json")
+        with os.fdopen(handle, "w") as stream:
+            stream.write(request.to_json())
+        env = dict(os.environ if self.env is None else self.env)
+        package_parent = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH", "")) if p)
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        env["PYTHONUNBUFFERED"] = "1"
+        process = subprocess.Popen(
+            [self.python_executable, "-m", "SlicerEssNet", "worker", name],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, bufsize=1,
+        )
+        return _ProcessJob(request, process, Path(name))
+
+
+def run_worker(request_file) -> int:
+    """The worker side: run the request and print events; exit 0 on success, 1 otherwise."""
+    import signal
+
+    request = JobRequest.from_json(Path(request_file).read_text())
+    cancel = CancelToken()
+    # Cancel arrives as SIGTERM: stop between batches and clean up instead of dying mid-write.
+    signal.signal(signal.SIGTERM, lambda *_: cancel.cancel())
+    outcome = {}
+
+    def emit(event: dict) -> None:
+        outcome.setdefault("last", event)
+        if event.get("event") in ("done", "error"):
+            outcome["last"] = event
+        sys.stdout.write(EVENT_PREFIX + json.dumps(event) + "\n")
+        sys.stdout.flush()
+
+    _execute(request, emit, cancel)
+    return 0 if outcome.get("last", {}).get("event") == "done" else 1

@@ -1,0 +1,174 @@
+"""Whole-volume synthesis and segmentation: check, slice canonically, run the engine, map back exactly.
+
+This is the one place that strings the core together; the CLI, the worker process behind the Slicer modules and
+Training's evaluation all call it, so every path sees the same preprocessing and the same geometry.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+from .errors import ModalityMismatchError, ModalityMismatchWarning, WeightsError
+from .progress import CancelToken, ProgressCallback
+from .volume import Volume
+
+log = logging.getLogger(__name__)
+
+TASKS = {"synthesize": "synthesis", "segment": "segmentation"}
+
+
+@dataclass
+class RunReport:
+    """What happened, for logs, the worker protocol and the modules' status line."""
+
+    model: str
+    device: str
+    precision: str
+    slices: int
+    model_grid: tuple
+    seconds: float = 0.0
+    notes: List[str] = field(default_factory=list)
+
+
+def resolve_model(model, task: str):
+    """A LoadedModel from None (the task's default), a registry name, or a path to weights (card beside them)."""
+    from .weights import LoadedModel, load_model
+
+    if isinstance(model, LoadedModel):
+        loaded = model
+    else:
+        from .model_store import ModelStore
+
+        store = ModelStore()
+        if model is None:
+            model = store.default_model(TASKS.get(task, task))
+        candidate = Path(str(model)).expanduser()
+        path = candidate if candidate.suffix and candidate.exists() else store.resolve(str(model))
+        loaded = load_model(path)
+    wanted = TASKS.get(task, task)
+    if loaded.card.task != wanted:
+        raise WeightsError(
+            f"model '{loaded.card.name}' is a {loaded.card.task} model, not a {wanted} model: choose a {wanted} model"
+        )
+    return loaded
+
+
+def run_model(volume: Volume, loaded, *, device: str = "auto", precision: str = "auto",
+              batch_size: Optional[int] = None, progress: Optional[ProgressCallback] = None,
+              cancel: Optional[CancelToken] = None, allow_modality_mismatch: bool = False,
+              report: Optional[RunReport] = None) -> Volume:
+    """Run a loaded model over every slice of ``volume``; the result lies on exactly the input's grid."""
+    import time
+
+    from .geometry import CanonicalFrame, GridSpec, SliceGrid
+    from .inference import SliceEngine, SliceTask
+    from .preprocessing import intensity_transform, volume_statistics
+    from .validation import check_volume, modality_mismatch
+
+    started = time.perf_counter()
+    card = loaded.card
+    check_volume(volume)
+    reason = modality_mismatch(volume, card.input_modality)
+    if reason:
+        message = (f"the input does not look like {card.input_modality} ({reason}) but model '{card.name}' expects "
+                   f"{card.input_modality}")
+        if not allow_modality_mismatch:
+            raise ModalityMismatchError(
+                f"{message}: check the input, or allow it (--allow-modality-mismatch) to go on anyway")
+        warnings.warn(message, ModalityMismatchWarning, stacklevel=2)
+
+    frame = CanonicalFrame.of(volume)
+    source = frame.to_canonical(volume.array)
+    _, row_mm, col_mm = frame.canonical_spacing(volume.spacing)
+    grid = SliceGrid.plan(source.shape[1:], (row_mm, col_mm), GridSpec(**card.grid))
+
+    preprocessing = card.preprocessing
+    scale, offset = intensity_transform(preprocessing, volume_statistics(volume.array, preprocessing))
+    if card.task == "segmentation":
+        task = SliceTask(grid, scale, offset, output="labels")
+        output = np.zeros(volume.array.shape, dtype=np.uint8)
+    else:
+        out_scale, out_offset = _output_map(card.postprocessing)
+        task = SliceTask(grid, scale, offset, output="image", out_scale=out_scale, out_offset=out_offset)
+        output = np.zeros(volume.array.shape, dtype=np.float32)
+
+    engine = SliceEngine(loaded.network, device=device, precision=precision, batch_size=batch_size)
+    if engine.device_note:
+        log.warning(engine.device_note)
+    engine.run(source, frame.to_canonical(output), task, progress=progress, cancel=cancel)
+
+    if report is not None:
+        report.model = card.name
+        report.device = str(engine.device)
+        report.precision = str(engine.autocast).replace("torch.", "") if engine.autocast is not None else "fp32"
+        report.slices = source.shape[0]
+        report.model_grid = tuple(grid.model_shape)
+        report.seconds = time.perf_counter() - started
+        if engine.device_note:
+            report.notes.append(engine.device_note)
+        if reason:
+            report.notes.append(f"modality check: {reason}")
+    return volume.with_array(output)
+
+
+def _output_map(postprocessing: dict):
+    """(scale, offset) taking the network's [-1, 1] to the card's output intensity scale."""
+    from .preprocessing import denormalize
+
+    low, high = (float(v) for v in denormalize(np.array([-1.0, 1.0], dtype=np.float64), postprocessing))
+    return (high - low) / 2.0, (high + low) / 2.0
+
+
+def keep_largest_component(labels: np.ndarray, label: int = 1) -> np.ndarray:
+    """Keep only the largest 3D connected component of ``label`` (the liver is one organ): removes stray islands."""
+    from scipy import ndimage
+
+    mask = labels == label
+    components, count = ndimage.label(mask)
+    if count <= 1:
+        return labels
+    sizes = np.bincount(components.ravel())
+    sizes[0] = 0
+    cleaned = labels.copy()
+    cleaned[mask & (components != int(sizes.argmax()))] = 0
+    return cleaned
+
+
+# --- the two tasks -----------------------------------------------------------------------------------------
+def synthesize(volume: Volume, model=None, **options) -> Volume:
+    """CT -> synthetic MR (or MR -> CT with such a model): float32 on exactly the input's grid."""
+    return run_model(volume, resolve_model(model, "synthesize"), **options)
+
+
+def segment(volume: Volume, model=None, *, largest_component: bool = True, **options) -> Volume:
+    """Liver segmentation of an MR volume: uint8 labels (1 = liver) on exactly the input's grid."""
+    result = run_model(volume, resolve_model(model, "segment"), **options)
+    if largest_component:
+        result = result.with_array(keep_largest_component(result.array))
+    return result
+
+
+def process_file(task: str, input_path, output_path, model=None, **options) -> RunReport:
+    """Read, run, and write the result atomically: a failure or a cancel leaves no output file."""
+    from .volume_io import read_volume, write_volume
+
+    if task not in TASKS:
+        raise ValueError(f"unknown task '{task}': use one of {', '.join(TASKS)}")
+    volume = read_volume(input_path)
+    loaded = resolve_model(model, task)
+    report = RunReport(loaded.card.name, "", "", 0, ())
+    result = run_model(volume, loaded, report=report, **_engine_options(options))
+    if task == "segment" and options.get("largest_component", True):
+        result = result.with_array(keep_largest_component(result.array))
+    write_volume(result, output_path)
+    return report
+
+
+def _engine_options(options: dict) -> dict:
+    allowed = ("device", "precision", "batch_size", "progress", "cancel", "allow_modality_mismatch")
+    return {key: value for key, value in options.items() if key in allowed}
