@@ -35,6 +35,10 @@ class ModalityMismatchWarning(UserWarning):
     """Issued instead of ModalityMismatchError when the caller chose to go on anyway."""
 
 
+class EmptyMaskWarning(UserWarning):
+    """A metric met an empty mask (or one with no border); its value is inf or nan, as metrics.py documents."""
+
+
 # --- outputs ----------------------------------------------------------------------------------------
 class OutputPathError(EssNetError):
     """The output cannot be written where asked."""
