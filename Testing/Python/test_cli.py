@@ -1,0 +1,127 @@
+"""``python -m SlicerEssNet`` as a user runs it: real files in, exact geometry out, one-line errors, exit codes."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from SlicerEssNet.weights import create_untrained_model
+
+from conftest import REPO
+
+
+def run_cli(*args, env_extra=None, timeout=300):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "SlicerEssNet", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=timeout, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny")
+    create_untrained_model("synthesis", folder / "tiny_ct2mr", width=4)
+    create_untrained_model("segmentation", folder / "tiny_liver", width=4)
+    return {"synthesis": folder / "tiny_ct2mr.safetensors", "segmentation": folder / "tiny_liver.safetensors"}
+
+
+def assert_same_geometry(a_path, b_path):
+    a, b = sitk.ReadImage(str(a_path)), sitk.ReadImage(str(b_path))
+    assert a.GetSize() == b.GetSize()
+    assert a.GetSpacing() == b.GetSpacing()
+    assert a.GetOrigin() == b.GetOrigin()
+    assert a.GetDirection() == b.GetDirection()
+
+
+@pytest.mark.data
+def test_synthesize_and_segment_keep_the_input_geometry_exactly(shared_data, tiny, tmp_path):
+    """The 'done when' of the core issue, verbatim."""
+    ct = shared_data / "totalseg_examples" / "example_ct_sm.nii.gz"
+    mr = shared_data / "totalseg_examples" / "example_mr_sm.nii.gz"
+    out_mr = tmp_path / "out.nii.gz"
+    done = run_cli("synthesize", ct, out_mr, "--model", tiny["synthesis"], "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert_same_geometry(ct, out_mr)
+    assert sitk.ReadImage(str(out_mr)).GetPixelID() == sitk.sitkFloat32
+
+    out_label = tmp_path / "liver.nrrd"
+    done = run_cli("segment", mr, out_label, "--model", tiny["segmentation"])
+    assert done.returncode == 0, done.stderr
+    assert "wrote" in done.stderr and "ETA" not in done.stderr.splitlines()[-1]
+    assert_same_geometry(mr, out_label)
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out_label)))
+    assert labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1}
+
+
+@pytest.mark.data
+def test_a_folder_of_volumes_is_a_cohort(shared_data, tiny, tmp_path):
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    source = sitk.ReadImage(str(shared_data / "totalseg_examples" / "example_ct_sm.nii.gz"))
+    for name in ("a.nii.gz", "b.nrrd"):
+        sitk.WriteImage(source[:, :, :4], str(cohort / name))
+    (cohort / "notes.txt").write_text("not an image")
+    done = run_cli("synthesize", cohort, tmp_path / "out", "--model", tiny["synthesis"], "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_synthetic_mr.nii.gz", "b_synthetic_mr.nii.gz"]
+
+
+def test_bad_input_gives_one_line_exit_1_and_no_output(tiny, tmp_path):
+    not_an_image = tmp_path / "scan.nii.gz"
+    not_an_image.write_text("hello")
+    out = tmp_path / "out.nii.gz"
+    done = run_cli("synthesize", not_an_image, out, "--model", tiny["synthesis"])
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert not out.exists() and not list(tmp_path.glob(".out.nii.gz*"))
+
+    missing = run_cli("segment", tmp_path / "nope.nii.gz", out, "--model", tiny["segmentation"])
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+
+
+def test_wrong_task_model_and_usage_errors(tiny, tmp_path):
+    volume = tmp_path / "v.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.random.default_rng(0).normal(size=(3, 16, 16)).astype(np.float32)), str(volume))
+    wrong = run_cli("segment", volume, tmp_path / "o.nii.gz", "--model", tiny["synthesis"])
+    assert wrong.returncode == 1 and "not a segmentation model" in wrong.stderr
+    usage = run_cli("segment")
+    assert usage.returncode == 2
+    unknown_device = run_cli("segment", volume, tmp_path / "o.nii.gz", "--model", tiny["segmentation"], "--device", "tpu")
+    assert unknown_device.returncode == 1 and "unknown device" in unknown_device.stderr
+    assert not (tmp_path / "o.nii.gz").exists()
+
+
+def test_unwritable_output_is_refused_before_any_work(tiny, tmp_path):
+    volume = tmp_path / "v.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((2, 16, 16), 50, np.int16)), str(volume))
+    done = run_cli("synthesize", volume, tmp_path / "no" / "such" / "dir" / "o.nii.gz", "--model", tiny["synthesis"])
+    assert done.returncode == 1 and "error:" in done.stderr
+
+
+@pytest.mark.data
+def test_evaluate_prints_a_table_and_writes_json(shared_data, tmp_path):
+    seg = shared_data / "totalseg_examples" / "example_seg.nii.gz"
+    report = tmp_path / "scores.json"
+    done = run_cli("evaluate", seg, seg, "--label", "5", "--json", report)
+    assert done.returncode == 0, done.stderr
+    assert "dice" in done.stdout.lower()
+    import json
+
+    scores = json.loads(report.read_text())
+    flat = scores if isinstance(scores, dict) else scores[0]
+    assert abs(float(flat["dice"]) - 1.0) < 1e-9
+
+
+def test_models_commands_use_the_cache_named_by_the_environment(tiny, tmp_path):
+    env = {"SLICERESSNET_HOME": str(tmp_path / "home")}
+    done = run_cli("models", "import", tiny["segmentation"], env_extra=env)
+    assert done.returncode == 0, done.stderr
+    listed = run_cli("models", "list", env_extra=env)
+    assert listed.returncode == 0 and "tiny" in listed.stdout
+    path = run_cli("models", "path", env_extra=env)
+    assert str(tmp_path / "home") in path.stdout

@@ -1,0 +1,184 @@
+"""The slice engine and the pipeline around it: exact geometry, identical results for any batch size,
+progress, cancellation, out-of-memory retry, and real volumes in and out."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from SlicerEssNet.errors import CancelledError, DeviceError, ModalityMismatchError
+from SlicerEssNet.geometry import CanonicalFrame, GridSpec, SliceGrid
+from SlicerEssNet.inference import SliceEngine, SliceTask
+from SlicerEssNet.pipeline import keep_largest_component, run_model
+from SlicerEssNet.progress import CancelToken
+from SlicerEssNet.volume import Volume
+from SlicerEssNet.weights import LoadedModel, create_untrained_model, load_model
+
+
+class Identity(torch.nn.Module):
+    """Returns its input: the pipeline must then give back the input's intensities on the input's grid."""
+
+    def forward(self, x):
+        return x
+
+
+class MarkLeftHalf(torch.nn.Module):
+    """Two-class logits: class 1 on the image's left half (the patient's right in the canonical frame)."""
+
+    def forward(self, x):
+        logits = torch.zeros(x.shape[0], 2, x.shape[2], x.shape[3], dtype=x.dtype, device=x.device)
+        logits[:, 1, :, : x.shape[3] // 2] = 5.0
+        logits[:, 0, :, x.shape[3] // 2:] = 5.0
+        return logits
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models")
+    create_untrained_model("synthesis", folder / "tiny_synthesis", width=4)
+    create_untrained_model("segmentation", folder / "tiny_segmentation", width=4)
+    return {
+        "synthesis": load_model(folder / "tiny_synthesis.safetensors"),
+        "segmentation": load_model(folder / "tiny_segmentation.safetensors"),
+    }
+
+
+def identity_model(loaded, spacing_mm):
+    card = loaded.card
+    card.grid = {"mode": "spacing", "spacing_mm": spacing_mm, "multiple_of": 4}
+    card.postprocessing = {"kind": "linear", "low": -1.0, "high": 1.0}
+    card.preprocessing = {"kind": "linear", "low": -1.0, "high": 1.0}
+    return LoadedModel(card=card, network=Identity(), path=loaded.path)
+
+
+def smooth_volume(shape=(7, 20, 24), spacing=(2.0, 2.0, 5.0), direction=np.eye(3)):
+    k, j, i = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    array = (0.6 * np.sin(2 * i) * np.cos(j) + 0.3 * k).astype(np.float32)
+    return Volume(array, spacing, (10.0, -20.0, 30.0), direction)
+
+
+def test_identity_network_returns_the_input_on_the_input_grid(tiny_models):
+    model = identity_model(tiny_models["synthesis"], spacing_mm=2.0)
+    volume = smooth_volume()
+    result = run_model(volume, model, device="cpu", precision="fp32", allow_modality_mismatch=True)
+    assert result.same_geometry(volume)
+    assert result.array.dtype == np.float32
+    np.testing.assert_allclose(result.array, volume.array, atol=1e-5)
+
+
+@pytest.mark.parametrize("permutation", [(0, 1, 2), (2, 1, 0), (1, 0, 2), (1, 2, 0)])
+@pytest.mark.parametrize("flip", [(1, 1, 1), (-1, 1, -1), (1, -1, 1)])
+def test_result_follows_the_anatomy_whatever_the_voxel_order(tiny_models, permutation, flip):
+    """The same anatomy stored in another voxel order gives the same labels at the same physical points."""
+    model = LoadedModel(card=tiny_models["segmentation"].card, network=MarkLeftHalf(), path=None)
+    model.card.grid = {"mode": "spacing", "spacing_mm": 2.0, "multiple_of": 4}
+    base = smooth_volume(shape=(5, 16, 20), spacing=(2.0, 2.0, 2.0))
+    reference = run_model(base, model, device="cpu", allow_modality_mismatch=True).array
+    # Re-store the volume: permute the voxel axes (array axes are k, j, i) and flip some.
+    direction = np.eye(3)[:, list(permutation)] * np.array(flip)[np.newaxis, :]
+    array = base.array.transpose([2 - p for p in reversed(permutation)])
+    for axis, sign in enumerate(flip):  # a flipped axis stores the same anatomy backwards
+        if sign < 0:
+            array = np.flip(array, axis=2 - axis)
+    stored = Volume(array, (2.0, 2.0, 2.0), (0, 0, 0), direction)
+    stored_frame = CanonicalFrame.of(stored)
+    result = run_model(stored, model, device="cpu", allow_modality_mismatch=True)
+    assert result.same_geometry(stored)
+    np.testing.assert_array_equal(stored_frame.to_canonical(result.array),
+                                  CanonicalFrame.of(base).to_canonical(reference))
+    # The label sits on the patient's right (LPS x < centre) whatever the storage order.
+    assert reference.any() and not reference.all()
+
+
+def test_batch_size_does_not_change_the_result(tiny_models):
+    volume = smooth_volume(shape=(9, 24, 24))
+    loaded = tiny_models["synthesis"]
+    a = run_model(volume, loaded, device="cpu", precision="fp32", batch_size=1, allow_modality_mismatch=True)
+    b = run_model(volume, loaded, device="cpu", precision="fp32", batch_size=4, allow_modality_mismatch=True)
+    np.testing.assert_allclose(a.array, b.array, atol=1e-5)
+
+
+def _plain_task(rows=16, cols=16):
+    grid = SliceGrid.plan((rows, cols), (1.0, 1.0), GridSpec(mode="spacing", spacing_mm=1.0, multiple_of=4))
+    return SliceTask(grid, 1.0, 0.0, output="image")
+
+
+def test_progress_reaches_total_and_cancel_stops_between_batches():
+    engine = SliceEngine(Identity(), device="cpu", precision="fp32", batch_size=2)
+    source = np.random.default_rng(0).random((7, 16, 16), dtype=np.float32)
+    seen = []
+    destination = np.zeros_like(source)
+    engine.run(source, destination, _plain_task(), progress=seen.append)
+    assert [p.done for p in seen] == [0, 2, 4, 6, 7]
+    assert seen[-1].total == 7 and seen[-1].fraction == 1.0
+    np.testing.assert_allclose(destination, source, atol=1e-6)
+
+    token = CancelToken()
+
+    def cancel_after_first_batch(progress):
+        if progress.done >= 2:
+            token.cancel()
+
+    with pytest.raises(CancelledError):
+        engine.run(source, np.zeros_like(source), _plain_task(), progress=cancel_after_first_batch, cancel=token)
+
+
+def test_out_of_memory_halves_the_batch_and_finishes(monkeypatch):
+    engine = SliceEngine(Identity(), device="cpu", precision="fp32", batch_size=8)
+    original = engine._run_batch
+    sizes = []
+
+    def flaky(slices, task):
+        sizes.append(len(slices))
+        if len(slices) > 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return original(slices, task)
+
+    monkeypatch.setattr(engine, "_run_batch", flaky)
+    monkeypatch.setattr(engine, "device", torch.device("cuda"))
+    monkeypatch.setattr(engine.torch.cuda, "empty_cache", lambda: None)
+    source = np.random.default_rng(1).random((5, 16, 16), dtype=np.float32)
+    destination = np.zeros_like(source)
+    engine.run(source, destination, _plain_task())
+    assert sizes[:3] == [5, 4, 2]
+    np.testing.assert_allclose(destination, source, atol=1e-6)
+
+    monkeypatch.setattr(engine, "_run_batch", lambda s, t: (_ for _ in ()).throw(RuntimeError("CUDA out of memory")))
+    with pytest.raises(DeviceError, match="ran out of memory"):
+        engine.run(source, destination, _plain_task())
+
+
+def test_modality_mismatch_is_refused_unless_allowed(tiny_models, shared_data):
+    from SlicerEssNet.volume_io import read_volume
+
+    mr = read_volume(shared_data / "totalseg_examples" / "example_mr_sm.nii.gz")
+    with pytest.raises(ModalityMismatchError, match="allow"):
+        run_model(mr, tiny_models["synthesis"], device="cpu")
+    with pytest.warns(UserWarning):
+        result = run_model(mr, tiny_models["synthesis"], device="cpu", allow_modality_mismatch=True)
+    assert result.same_geometry(mr)
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("name,task", [("btcv_ct/ct_01.nii.gz", "synthesis"), ("chaos_mr_t2/mr_t2_01.nii.gz", "segmentation")])
+def test_real_volumes_keep_their_exact_geometry(tiny_models, shared_data, name, task):
+    from SlicerEssNet.volume_io import read_volume
+
+    volume = read_volume(shared_data / name)
+    volume = Volume(volume.array[:3], volume.spacing, volume.origin, volume.direction)  # 3 slices are enough
+    result = run_model(volume, tiny_models[task], device="cpu")
+    assert result.same_geometry(volume)
+    assert result.array.dtype == (np.uint8 if task == "segmentation" else np.float32)
+    if task == "synthesis":
+        low, high = tiny_models[task].card.postprocessing["low"], tiny_models[task].card.postprocessing["high"]
+        assert low - 1e-3 <= result.array.min() and result.array.max() <= high + 1e-3
+
+
+def test_keep_largest_component_drops_islands_only():
+    labels = np.zeros((4, 10, 10), np.uint8)
+    labels[1:3, 1:6, 1:6] = 1
+    labels[0, 8, 8] = 1
+    labels[3, 8, 1] = 2  # another label is untouched
+    cleaned = keep_largest_component(labels)
+    assert cleaned[0, 8, 8] == 0 and cleaned[3, 8, 1] == 2
+    assert (cleaned == 1).sum() == 2 * 5 * 5
