@@ -76,3 +76,7 @@ class CancelledError(EssNetError):
 
 class DeviceError(EssNetError):
     """The requested compute device is not available."""
+
+
+class MissingDependencyError(EssNetError):
+    """A Python package the work needs (PyTorch, ...) is not installed and was not installed."""
