@@ -1,0 +1,90 @@
+"""``python -m Training run --preset demo|cpu|paper [--run-dir DIR]`` and ``python -m Training report RUN_DIR``.
+
+Multi-process: ``torchrun --nproc_per_node N -m Training run --preset paper`` (gloo on CPU, nccl on GPUs).
+``python -m Training ship RUN_DIR`` copies a finished cpu run's fp16 models into ``SlicerEssNet/models`` and
+registers them as the default models.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .presets import get_preset, preset_names
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m Training", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run (or resume) a whole study")
+    run.add_argument("--preset", choices=preset_names(), default="demo")
+    run.add_argument("--run-dir", type=Path, default=None, help="default: runs/<preset> in the repository")
+    run.add_argument("--data-root", default=None, help="real data folder (default ../shared/data)")
+    run.add_argument("--seeds", type=int, nargs="+", default=None, help="override the preset's seeds")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    run.add_argument("--no-seg", action="store_true",
+                     help="only the plain-CycleGAN ablation for stage 1 (seg_weight = 0); stage 2 skips EssNet arms")
+    report = commands.add_parser("report", help="regenerate REPORT.md and every figure of a run folder")
+    report.add_argument("run_dir", type=Path)
+    report.add_argument("--out", type=Path, default=None, help="write the report here (default: the run folder)")
+    ship = commands.add_parser("ship", help="copy a finished run's models into SlicerEssNet/models and register them")
+    ship.add_argument("run_dir", type=Path)
+    arguments = parser.parse_args(argv)
+
+    from SlicerEssNet.errors import EssNetError
+
+    try:
+        if arguments.command == "run":
+            return _run(arguments)
+        if arguments.command == "report":
+            from .report import write_report
+
+            print(write_report(arguments.run_dir, arguments.out))
+            return 0
+        from .ship import ship_models
+
+        for line in ship_models(arguments.run_dir, REPO / "SlicerEssNet" / "models"):
+            print(line)
+        return 0
+    except EssNetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def _run(arguments) -> int:
+    import dataclasses
+
+    from SlicerEssNet.runtime import import_torch, select_device
+
+    from .distributed import init_distributed
+    from .study import Study
+
+    import_torch(int(os.environ["OMP_NUM_THREADS"]) if os.environ.get("OMP_NUM_THREADS") else None)
+    context = init_distributed()
+    device, note = select_device(arguments.device)
+    if context.backend == "nccl":
+        device = f"cuda:{context.local_rank}"
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    preset = get_preset(arguments.preset)
+    if arguments.data_root:
+        preset.data.data_root = str(arguments.data_root)
+    if arguments.seeds:
+        preset.seeds = tuple(arguments.seeds)
+    if arguments.no_seg:
+        preset.synthesis = dataclasses.replace(preset.synthesis, seg_weight=0.0)
+    run_dir = arguments.run_dir or REPO / "runs" / preset.name
+    study = Study(run_dir, preset, context, device=str(device))
+    study.run()
+    if study.preset.run_cli_demo and context.is_main:
+        from .demo import apply_models_with_cli
+
+        apply_models_with_cli(study)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

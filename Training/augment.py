@@ -1,0 +1,63 @@
+"""Small affine and intensity jitter on model-grid slices, then the training crop. Never flips: a mirrored
+abdomen puts the liver on the wrong side, which no scan shows."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def random_affine(images: torch.Tensor, labels, generator: torch.Generator, rotate_deg: float, scale: float,
+                  translate_px: float):
+    """Rotate/scale/shift each image (bilinear) and its label (nearest); outside the slice is background (-1/0)."""
+    n, _, height, width = images.shape
+    u = torch.rand(n, 4, generator=generator) * 2 - 1
+    angle = u[:, 0] * math.radians(rotate_deg)
+    zoom = 1.0 + u[:, 1] * scale
+    shift_x = u[:, 2] * translate_px * 2.0 / width
+    shift_y = u[:, 3] * translate_px * 2.0 / height
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    # grid_sample pads with 0; shifting by +1 makes the padding land on -1, the normalised background.
+    moved = F.grid_sample(images + 1.0, grid, mode="bilinear", align_corners=False) - 1.0
+    if labels is None:
+        return moved, None
+    moved_labels = F.grid_sample(labels[:, None].float(), grid, mode="nearest", align_corners=False)
+    return moved, moved_labels[:, 0].to(labels.dtype)
+
+
+def intensity_jitter(images: torch.Tensor, generator: torch.Generator, scale: float, gamma: float) -> torch.Tensor:
+    """Contrast (gamma) and gain jitter on [0, 1]-mapped intensities, so the -1 background stays -1."""
+    n = images.shape[0]
+    u = torch.rand(n, 2, generator=generator) * 2 - 1
+    unit = ((images + 1.0) / 2.0).clamp(0.0, 1.0)
+    unit = unit ** torch.exp(u[:, 0] * gamma).view(n, 1, 1, 1) * (1.0 + u[:, 1] * scale).view(n, 1, 1, 1)
+    return (unit * 2.0 - 1.0).clamp(-1.0, 1.0)
+
+
+def crop_or_pad(images: torch.Tensor, labels, size: int, generator=None):
+    """A ``size x size`` window: random where the slice is larger (``generator`` given), centred otherwise;
+    padded with background where the slice is smaller."""
+    _, _, height, width = images.shape
+    pad_h, pad_w = max(0, size - height), max(0, size - width)
+    if pad_h or pad_w:
+        padding = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
+        images = F.pad(images, padding, value=-1.0)
+        if labels is not None:
+            labels = F.pad(labels, padding, value=0)
+        height, width = images.shape[-2:]
+
+    def offset(extent):
+        if extent <= size:
+            return 0
+        if generator is None:
+            return (extent - size) // 2
+        return int(torch.randint(0, extent - size + 1, (1,), generator=generator))
+
+    top, left = offset(height), offset(width)
+    images = images[..., top : top + size, left : left + size]
+    if labels is not None:
+        labels = labels[..., top : top + size, left : left + size]
+    return images, labels

@@ -1,0 +1,283 @@
+"""The whole study, stage by stage, resumable at every step:
+
+1. patients found and split (patient-level, seeded; recorded in ``config.json``);
+2. stage 1: EssNet and the plain-CycleGAN ablation, same code and schedule;
+3. every CT patient translated to synthetic MR by both (NIfTI per patient + contact sheet);
+4. stage 2: the liver U-Net arms (real, real + EssNet, real + CycleGAN, low-data with and without EssNet) and the
+   MONAI peer, each picked on the validation MR patients and scored there;
+5. shape consistency: the real-only U-Net on each model's synthetic MR of held-out CT patients, against the CT
+   liver label;
+6. ``results.json``, the models (fp16 safetensors + cards) and the report.
+
+Each step leaves a marker or a checkpoint in the run folder; running the same command again continues.
+"""
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from pathlib import Path
+
+from .cards import segmentation_card, synthesis_card
+from .checkpoint import read_json, write_json
+from .cohorts import load_case, make_split, phantom_cases, real_cases, select
+from .distributed import DistributedContext, unwrap
+from .evaluate import as_loaded_model, mean_sd, mean_volume_dice, score_segmentation
+from .presets import preset_from_dict
+from .slices import build_slice_set
+
+ARM_RECIPES = {
+    # arm: (real training patients, synthetic source, network kind)
+    "real": ("train", None, "classic"),
+    "real+essnet": ("train", "essnet", "classic"),
+    "real+cyclegan": ("train", "cyclegan", "classic"),
+    "low5": ("low", None, "classic"),
+    "low5+essnet": ("low", "essnet", "classic"),
+    "low5+cyclegan": ("low", "cyclegan", "classic"),
+    "monai": ("train", None, "monai"),
+}
+SUMMARY_METRICS = ("pooled_dice_2d", "pooled_iou_2d", "mean_dice", "mean_ravd", "mean_assd", "mean_mssd",
+                   "mean_hd95")
+SHIPPED = {"essnet-ct2mr": "CT->MR", "essnet-mr2ct": "MR->CT", "liver-unet-mr": None}
+
+
+class Study:
+    def __init__(self, run_dir, preset, context: DistributedContext = None, stream=None, device="cpu"):
+        self.run_dir = Path(run_dir)
+        self.context = context or DistributedContext()
+        self.stream = stream or sys.stderr
+        self.device = device
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        config = read_json(self.run_dir / "config.json")
+        if config is not None:
+            # A resumed run keeps what it was started with, whatever today's defaults are.
+            self.preset = preset_from_dict(config["preset"])
+            self.split = config["split"]
+            self.cases = self._cases_from(config["cases"])
+            self.log(f"resuming run {self.run_dir} (preset {self.preset.name})")
+        else:
+            self.preset = preset
+            self.cases = self._find_cases()
+            data = preset.data
+            self.split = make_split(self.cases, data.ct_val_patients, data.mr_val_patients, data.low_data_patients,
+                                    seed=0)
+            if self.context.is_main:
+                write_json({"preset": preset.to_dict(), "split": self.split,
+                            "cases": {m: [c.to_dict() for c in cs] for m, cs in self.cases.items()},
+                            "command": sys.argv, "python": platform.python_version(), "torch": _torch_version(),
+                            "world_size": self.context.world_size, "started": time.strftime("%Y-%m-%dT%H:%M:%S")},
+                           self.run_dir / "config.json")
+            self.context.barrier()
+        self.timings = read_json(self.run_dir / "timings.json") or {}
+
+    # --- plumbing ----------------------------------------------------------------------------------------
+    def log(self, message: str) -> None:
+        if self.context.is_main:
+            print(f"[study] {message}", file=self.stream, flush=True)
+
+    def _find_cases(self) -> dict:
+        data = self.preset.data
+        if data.source == "phantoms":
+            return phantom_cases(self.run_dir / "phantoms", data.phantom_ct_patients, data.phantom_mr_patients)
+        cases = real_cases(data.data_root or None)
+        if not cases["CT"] or not cases["MR"]:
+            from SlicerEssNet.errors import InputImageError
+
+            raise InputImageError(f"no real CT/MR found under {data.data_root or '../shared/data'}: put the data "
+                                  f"there or use --preset demo (phantoms)")
+        return cases
+
+    @staticmethod
+    def _cases_from(recorded: dict) -> dict:
+        from .cohorts import Case
+
+        return {modality: [Case(**c) for c in cases] for modality, cases in recorded.items()}
+
+    def _timed(self, key: str, function, *args, **kwargs):
+        """Call and add the wall time to ``timings.json`` (accumulated over restarts)."""
+        started = time.perf_counter()
+        result = function(*args, **kwargs)
+        self.timings[key] = round(self.timings.get(key, 0.0) + time.perf_counter() - started, 1)
+        if self.context.is_main:
+            write_json(self.timings, self.run_dir / "timings.json")
+        return result
+
+    def cases_of(self, modality: str, part: str) -> list:
+        patients = self.split["MR_low_data"] if part == "low" else self.split[modality][part]
+        return select(self.cases[modality], patients)
+
+    # --- the study -----------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        preset = self.preset
+        self.log(f"preset {preset.name}: CT train {len(self.split['CT']['train'])} / val {len(self.split['CT']['val'])}"
+                 f" patients, MR train {len(self.split['MR']['train'])} / val {len(self.split['MR']['val'])},"
+                 f" low-data {len(self.split['MR_low_data'])}; seeds {list(preset.seeds)}")
+        grid = {"mode": "spacing", "spacing_mm": preset.data.spacing_mm, "size": preset.data.crop,
+                "multiple_of": preset.data.multiple_of}
+        self.log("reading CT and MR training slices onto the model grid")
+        self.ct_train = build_slice_set(self.cases_of("CT", "train"), grid)
+        self.mr_train = build_slice_set(self.cases_of("MR", "train"), grid)
+        self.mr_low = build_slice_set(self.cases_of("MR", "low"), grid)
+        self.mr_val_cases = self.cases_of("MR", "val")
+        self.ct_val_cases = self.cases_of("CT", "val")
+        self.val_volumes = {case.patient: load_case(case) for case in self.mr_val_cases}
+        self.log(f"slices: CT train {len(self.ct_train)}, MR train {len(self.mr_train)}, MR low-data {len(self.mr_low)}")
+        per_seed = {}
+        for seed in preset.seeds:
+            per_seed[str(seed)] = self.run_seed(seed, grid)
+        results = self.summarise(per_seed)
+        if self.context.is_main:
+            write_json(results, self.run_dir / "results.json")
+            self.export_models(results)
+            from .report import write_report
+
+            write_report(self.run_dir)
+            self.log(f"results: {self.run_dir / 'results.json'}; report: {self.run_dir / 'REPORT.md'}")
+        self.context.barrier()
+        return results
+
+    def run_seed(self, seed: int, grid: dict) -> dict:
+        from .train_synthesis import train_synthesis
+        from .translate import contact_sheet, sheet_rows, translate_cases
+
+        # Finished jobs reload from their checkpoints in seconds, so a finished seed simply runs through again.
+        seed_dir = self.run_dir / f"seed{seed}"
+        results = {"stage1": {}, "arms": {}, "shape_consistency": {}}
+        synthetic_train, synthetic_val, generators = {}, {}, {}
+        for tag, essnet in (("essnet", True), ("cyclegan", False)):
+            self.log(f"seed {seed}: stage 1, {tag} ({'with' if essnet else 'without'} the segmentation branch)")
+            model = self._timed(f"seed{seed}/stage1_{tag}", train_synthesis, seed_dir / f"stage1_{tag}",
+                                self.ct_train, self.mr_train, self.preset, seed, self.context, essnet,
+                                self.device)
+            sides = unwrap(model.generators)
+            generators[tag] = sides
+            results["stage1"][tag] = {"history": model.history,
+                                      "segmenter_parameters": _count(sides.segmenter) if sides.segmenter else 0,
+                                      "generator_parameters": _count(sides.ct_to_mr)}
+            training = self.training_record(seed)
+            ct_to_mr = as_loaded_model(sides.ct_to_mr, synthesis_card(self.preset, f"{tag}-ct2mr", "CT->MR", training))
+            if self.context.is_main:
+                self.log(f"seed {seed}: translating every CT patient with {tag}")
+                synthetic_train[tag] = self._timed(
+                    f"seed{seed}/translate_{tag}", translate_cases, ct_to_mr, self.cases_of("CT", "train"),
+                    seed_dir / "synthetic" / tag, tag)
+                synthetic_val[tag] = translate_cases(ct_to_mr, self.ct_val_cases, seed_dir / "synthetic" / tag, tag)
+            self.context.barrier()
+            synthetic_train[tag] = self.context.broadcast_object(synthetic_train.get(tag))
+            synthetic_val[tag] = self.context.broadcast_object(synthetic_val.get(tag))
+        if self.context.is_main:
+            contact_sheet(sheet_rows(self.ct_val_cases, {"EssNet MR": synthetic_val["essnet"],
+                                                         "CycleGAN MR": synthetic_val["cyclegan"]}),
+                          seed_dir / "contact_sheet.png",
+                          "held-out CT patients: CT / EssNet MR / CycleGAN MR (orange: CT liver label)")
+        synthetic_sets = {tag: build_slice_set(cases, grid) for tag, cases in synthetic_train.items()}
+        results["synthetic_slices"] = {tag: len(s) for tag, s in synthetic_sets.items()}
+
+        networks = {}
+        for arm in self.preset.arms:
+            results["arms"][arm], networks[arm] = self.run_arm(seed_dir, seed, arm, synthetic_sets)
+        # Shape consistency: a real-only U-Net reads the synthetic MR of held-out CT patients.
+        if "real" in networks and self.context.is_main:
+            judge = as_loaded_model(networks["real"], segmentation_card(self.preset, "liver-unet-mr",
+                                                                       self.training_record(seed)))
+            for tag, cases in synthetic_val.items():
+                results["shape_consistency"][tag] = score_segmentation(judge, cases, allow_modality_mismatch=True)
+                self.log(f"seed {seed}: shape consistency {tag}: 3D Dice "
+                         f"{results['shape_consistency'][tag]['mean_dice']:.4f}")
+        results["networks"] = networks  # in memory only (exported, never written to JSON)
+        results["generators"] = generators
+        if self.context.is_main:
+            write_json({k: v for k, v in results.items() if k not in ("networks", "generators")},
+                       seed_dir / "results.json")
+        return results
+
+    def run_arm(self, seed_dir, seed: int, arm: str, synthetic_sets: dict):
+        from .train_segmentation import train_segmentation
+
+        part, synthetic, kind = ARM_RECIPES[arm]
+        real_set = self.mr_train if part == "train" else self.mr_low
+        card = segmentation_card(self.preset, "liver-unet-mr", self.training_record(seed))
+        validate = lambda network: mean_volume_dice(as_loaded_model(network, card), self.mr_val_cases,  # noqa: E731
+                                                    self.val_volumes)
+        self.log(f"seed {seed}: stage 2, arm {arm} ({len(real_set)} real slices"
+                 f"{f' + {len(synthetic_sets[synthetic])} synthetic ({synthetic})' if synthetic else ''}, {kind})")
+        network, history, best = self._timed(
+            f"seed{seed}/arm_{arm}", train_segmentation, seed_dir / "arms" / arm, real_set,
+            synthetic_sets.get(synthetic), self.preset, seed, self.context, kind, validate, self.device)
+        scores = read_json(seed_dir / "arms" / arm / "scores.json")
+        if scores is None and self.context.is_main:
+            scores = score_segmentation(as_loaded_model(network, card), self.mr_val_cases, self.val_volumes)
+            write_json(scores, seed_dir / "arms" / arm / "scores.json")
+        scores = self.context.broadcast_object(scores)
+        self.log(f"seed {seed}: arm {arm}: 3D Dice {scores['mean_dice']:.4f}, pooled 2D Dice "
+                 f"{scores['pooled_dice_2d']:.4f} (best at iteration {best['iteration']})")
+        return {"scores": scores, "history": history, "best": best, "parameters": _count(network)}, network
+
+    def training_record(self, seed: int) -> dict:
+        return {"preset": self.preset.name, "seed": seed,
+                "data": sorted({c.source for cs in self.cases.values() for c in cs}),
+                "split": {"CT": self.split["CT"], "MR": self.split["MR"], "MR_low_data": self.split["MR_low_data"]}}
+
+    # --- results -------------------------------------------------------------------------------------------
+    def summarise(self, per_seed: dict) -> dict:
+        clean = {seed: {k: v for k, v in r.items() if k not in ("networks", "generators")}
+                 for seed, r in per_seed.items()}
+        summary = {}
+        for arm in self.preset.arms:
+            summary[arm] = {metric: mean_sd([r["arms"][arm]["scores"][metric] for r in clean.values()])
+                            for metric in SUMMARY_METRICS}
+        shape = {}
+        for tag in ("essnet", "cyclegan"):
+            runs = [r["shape_consistency"][tag] for r in clean.values() if tag in r["shape_consistency"]]
+            if runs:
+                shape[tag] = {metric: mean_sd([r[metric] for r in runs]) for metric in SUMMARY_METRICS}
+        self._last = per_seed
+        return {"preset": self.preset.to_dict(), "split": self.split, "seeds": list(self.preset.seeds),
+                "summary": summary, "shape_consistency": shape, "per_seed": clean, "timings": self.timings,
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+    def export_models(self, results: dict) -> None:
+        """fp16 safetensors + cards of the first seed's EssNet generators and real-only U-Net in ``models/``."""
+        import torch
+        from SlicerEssNet.weights import save_model
+
+        first = self._last[str(self.preset.seeds[0])]
+        folder = self.run_dir / "models"
+        folder.mkdir(exist_ok=True)
+        seed = self.preset.seeds[0]
+        training = self.training_record(seed)
+        prefix = "" if self.preset.name == "cpu" else f"{self.preset.name}-"
+        sides = first["generators"]["essnet"]
+        for name, direction in (("essnet-ct2mr", "CT->MR"), ("essnet-mr2ct", "MR->CT")):
+            card = synthesis_card(
+                self.preset, prefix + name, direction, training,
+                description=f"EssNet generator {direction} ({self.preset.name} preset), trained on unpaired "
+                            f"BTCV/CHAOS CT and CHAOS T2-SPIR MR slices" if self.preset.data.source == "real" else
+                            f"EssNet generator {direction} trained on procedural phantoms (demo preset)",
+                metrics=({"shape_consistency_3d_dice": results["shape_consistency"].get("essnet", {})
+                          .get("mean_dice", {}).get("mean")} if direction == "CT->MR" else {}))
+            network = sides.ct_to_mr if direction == "CT->MR" else sides.mr_to_ct
+            save_model(network, card, folder / card.name, dtype=torch.float16)
+        # The shipped U-Net: the full-data classic arm with the best validation score (model selection, as for
+        # checkpoints); the card says which arm it is.
+        candidates = [a for a in ("real", "real+essnet", "real+cyclegan") if a in first["networks"]]
+        arm = max(candidates, key=lambda a: results["summary"][a]["mean_dice"]["mean"])
+        scores = results["summary"][arm]
+        metrics = {"arm": arm, "validation_patients": self.split["MR"]["val"],
+                   **{k: v["mean"] for k, v in scores.items()}}
+        card = segmentation_card(
+            self.preset, prefix + "liver-unet-mr", dict(training, arm=arm),
+            description=f"Liver U-Net on T2 MR ({self.preset.name} preset), arm '{arm}' (best mean 3D Dice of the "
+                        f"full-data arms on the validation patients); classic U-Net, CE + Dice", metrics=metrics)
+        save_model(first["networks"][arm], card, folder / card.name, dtype=torch.float16)
+        self.log(f"models written to {folder}")
+
+
+def _count(network) -> int:
+    return int(sum(p.numel() for p in network.parameters()))
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__

@@ -1,0 +1,88 @@
+"""Stage-2 loop: a liver U-Net on real MR slices, optionally mixed with synthetic MR; best on validation."""
+from __future__ import annotations
+
+import contextlib
+import copy
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .distributed import unwrap
+from .loop import job_done, mark_done, run_loop
+from .sampling import batch_indices, iteration_generator
+from .schedule import set_learning_rate
+from .segmentation_models import build_segmentation_model
+
+
+def train_segmentation(job_dir, real_set, synthetic_set, preset, seed: int, context, kind: str = "classic",
+                       validate=None, device="cpu", total=None):
+    """Train one arm; ``validate(network) -> float`` (mean 3D Dice on validation patients) picks the best
+    checkpoint. Returns ``(best network, history, best record)``; resumes from the job folder."""
+    options = preset.segmentation
+    total = int(total if total is not None else options.iterations)
+    job_dir = Path(job_dir)
+    torch.manual_seed(seed)
+    network, loss_function = build_segmentation_model(kind, options)
+    network = context.wrap(network.to(device))
+    optimizer = torch.optim.Adam(network.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+    best = {"score": -1.0, "iteration": 0}
+    best_path = job_dir / "best.pt"
+    n_synthetic = int(round(options.batch_size * options.synthetic_fraction)) if synthetic_set else 0
+    n_real = options.batch_size - n_synthetic
+
+    def autocast():
+        if not options.autocast_bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+
+    def step(iteration: int) -> dict:
+        lr = set_learning_rate(optimizer, options.lr, iteration, options.decay_from, total)
+        generator = iteration_generator(seed, iteration, context.rank, stream=1)
+        images, labels = real_set.batch(
+            batch_indices(len(real_set), n_real, iteration, seed, context.rank, context.world_size),
+            preset.data.crop, generator, preset.data)
+        if n_synthetic:
+            extra_images, extra_labels = synthetic_set.batch(
+                batch_indices(len(synthetic_set), n_synthetic, iteration, seed + 13, context.rank,
+                              context.world_size), preset.data.crop, generator, preset.data)
+            images, labels = torch.cat([images, extra_images]), torch.cat([labels, extra_labels])
+        network.train()
+        optimizer.zero_grad(set_to_none=True)
+        with autocast():
+            logits = network(images.to(device))
+        loss = loss_function(logits, labels.to(device))
+        loss.backward()
+        optimizer.step()
+        return {"loss": float(loss.detach()), "lr": lr}
+
+    def after_step(done: int, _record: dict):
+        if validate is None or (done % options.eval_every and done != total):
+            return None
+        score = validate(unwrap(network)) if context.is_main else None
+        score = context.broadcast_object(score)
+        if score > best["score"]:
+            best.update(score=score, iteration=done)
+            if context.is_main:
+                save_checkpoint({"network": unwrap(network).state_dict(), **best}, best_path)
+        return {"val_dice": score, "best_val_dice": best["score"]}
+
+    def get_state():
+        return {"network": unwrap(network).state_dict(), "optimizer": optimizer.state_dict(), "best": dict(best)}
+
+    def set_state(state):
+        unwrap(network).load_state_dict(state["network"])
+        optimizer.load_state_dict(state["optimizer"])
+        best.update(state["best"])
+
+    finished = job_done(job_dir)
+    final = run_loop(job_dir, label=job_dir.name, total=total, step=step, get_state=get_state, set_state=set_state,
+                     checkpoint_every=options.checkpoint_every, context=context, after_step=after_step)
+    result = copy.deepcopy(unwrap(network)).eval()
+    saved = load_checkpoint(best_path)
+    if saved is not None:
+        result.load_state_dict(saved["network"])
+        best.update(score=float(saved["score"]), iteration=int(saved["iteration"]))
+    if finished is None and context.is_main:
+        mark_done(job_dir, {"iterations": total, "kind": kind, "seed": seed, "best": best})
+    return result, final["history"], dict(best)

@@ -1,0 +1,42 @@
+"""Stage-1 loop: train EssNet (or, with ``seg_weight = 0``, the plain CycleGAN ablation) on unpaired slices."""
+from __future__ import annotations
+
+import dataclasses
+
+from .essnet import EssNetModel
+from .loop import job_done, mark_done, run_loop
+from .sampling import batch_indices, iteration_generator
+
+
+def synthesis_options(preset, essnet: bool):
+    """The stage-1 options of ``preset``; the ablation differs only by ``seg_weight = 0``."""
+    return dataclasses.replace(preset.synthesis, seg_weight=preset.synthesis.seg_weight if essnet else 0.0)
+
+
+def train_synthesis(job_dir, ct_set, mr_set, preset, seed: int, context, essnet: bool = True, device="cpu",
+                    total=None):
+    """Train (or resume, or just reload when finished) one synthesis model; returns the ``EssNetModel``."""
+    options = synthesis_options(preset, essnet)
+    total = int(total if total is not None else options.iterations)
+    model = EssNetModel(options, context, device=device, seed=seed)
+    augment = preset.data
+    crop = options.crop
+
+    def step(iteration: int) -> dict:
+        indices = batch_indices(len(ct_set), options.batch_size, iteration, seed, context.rank, context.world_size)
+        generator = iteration_generator(seed, iteration, context.rank)
+        real_ct, ct_liver = ct_set.batch(indices, crop, generator, augment)
+        # Unpaired: the MR partners are an independent draw.
+        partners = batch_indices(len(mr_set), options.batch_size, iteration, seed + 7, context.rank,
+                                 context.world_size)
+        real_mr, _ = mr_set.batch(partners, crop, generator, augment)
+        return model.step(real_ct, ct_liver, real_mr, iteration, total)
+
+    label = "essnet" if essnet else "cyclegan"
+    finished = job_done(job_dir)
+    final = run_loop(job_dir, label=label, total=total, step=step, get_state=model.state_dict,
+                     set_state=model.load_state_dict, checkpoint_every=options.checkpoint_every, context=context)
+    if finished is None and context.is_main:
+        mark_done(job_dir, {"iterations": total, "essnet": essnet, "seed": seed})
+    model.history = final["history"]
+    return model
