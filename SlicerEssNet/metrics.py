@@ -151,7 +151,7 @@ def _ravd_of(counts: OverlapCounts) -> float:
 
 
 # --- surfaces -------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays have no single truth value
 class SurfaceDistances:
     """Directed border-to-border distances in mm: from each prediction border voxel to the reference border, and
     from each reference border voxel to the prediction border."""
@@ -191,8 +191,6 @@ class SurfaceDistances:
 
 def surface_distances(pred, ref, spacing: Sequence[float] | None = None) -> SurfaceDistances:
     """Border-to-border distances (mm) of two masks on the same grid; ``spacing`` in ``(i, j, k)`` order."""
-    from scipy import ndimage
-
     pred, ref = _mask_pair(pred, ref)
     sampling = _sampling(spacing, pred.ndim)
     window = _union_window(pred | ref)
@@ -208,8 +206,8 @@ def surface_distances(pred, ref, spacing: Sequence[float] | None = None) -> Surf
                 f"{'nan' if not (pred_border.any() or ref_border.any()) else 'inf'}; check the {name} label value",
                 EmptyMaskWarning, stacklevel=2)
     return SurfaceDistances(
-        _distances_to(ref_border, pred_border, sampling, ndimage),
-        _distances_to(pred_border, ref_border, sampling, ndimage),
+        _distances_to(ref_border, pred_border, sampling),
+        _distances_to(pred_border, ref_border, sampling),
     )
 
 
@@ -232,8 +230,10 @@ def _border(mask: np.ndarray) -> np.ndarray:
     return mask ^ ndimage.binary_erosion(mask, structure=cross, border_value=1)
 
 
-def _distances_to(target_border: np.ndarray, source_border: np.ndarray, sampling, ndimage) -> np.ndarray:
+def _distances_to(target_border: np.ndarray, source_border: np.ndarray, sampling) -> np.ndarray:
     """Distance from each source border voxel to the nearest target border voxel."""
+    from scipy import ndimage
+
     count = int(np.count_nonzero(source_border))
     if not target_border.any():
         return np.full(count, math.inf)
@@ -262,16 +262,20 @@ def _union_window(union: np.ndarray):
 def evaluate(pred: Volume, ref: Volume, label: int = 1, ref_label: int | None = None) -> dict:
     """Every measure of ``pred == label`` against ``ref == ref_label`` (default: the same label).
 
+    The two volumes must cover the same voxels: same shape, spacing, origin and direction, or the same voxel
+    centres with the axes stored in another order or direction (the CHAOS file-name order against a
+    position-sorted reader, say), which is matched exactly by permuting and flipping, never by resampling.
+
     Returns a flat JSON-ready dict: ``dice``, ``iou``, ``ravd`` (percent), ``assd``, ``mssd``, ``hd95`` (mm), the
     voxel counts ``pred_voxels``, ``ref_voxels``, ``tp``, ``fp``, ``fn``, the volumes ``pred_ml``/``ref_ml``, the
-    labels, the ``spacing`` used and ``notes`` (one line per empty mask, else an empty list).
+    labels, the reference ``spacing`` and ``notes`` (one line each: empty masks, axes matched; else empty).
     """
     ref_label = label if ref_label is None else ref_label
-    check_same_grid(pred, ref)
+    reference_spacing = ref.spacing
+    pred, ref, notes = _on_one_grid(pred, ref)
     pred_mask = np.asarray(pred.array) == label
     ref_mask = np.asarray(ref.array) == ref_label
     counts = overlap_counts(pred_mask, ref_mask)
-    notes = []
     if counts.predicted == 0:
         notes.append(f"the prediction has no voxel with label {label}: surface distances are inf or nan")
     if counts.reference == 0:
@@ -298,7 +302,7 @@ def evaluate(pred: Volume, ref: Volume, label: int = 1, ref_label: int | None = 
         "fn": counts.fn,
         "pred_ml": counts.predicted * voxel_ml,
         "ref_ml": counts.reference * voxel_ml,
-        "spacing": [float(s) for s in ref.spacing],
+        "spacing": [float(s) for s in reference_spacing],
         "notes": notes,
     }
 
@@ -308,13 +312,39 @@ def check_same_grid(pred: Volume, ref: Volume) -> None:
     for volume, name in ((pred, "prediction"), (ref, "reference")):
         if np.ndim(volume.array) != 3:
             raise InputImageError(f"the {name} has shape {np.shape(volume.array)}, not 3D: give a 3D label volume")
+    mismatch = _grid_mismatch(pred, ref)
+    if mismatch is not None:
+        raise _grid_error(*mismatch)
+
+
+def _on_one_grid(pred: Volume, ref: Volume):
+    """Both volumes with their arrays on one voxel grid, plus notes; same grid or exactly permuted/flipped axes."""
+    try:
+        check_same_grid(pred, ref)
+        return pred, ref, []
+    except InputImageError:
+        if np.ndim(pred.array) != 3 or np.ndim(ref.array) != 3:
+            raise
+        from .geometry import CanonicalFrame
+
+        canonical_pred = CanonicalFrame.of(pred).to_canonical_volume(pred)
+        canonical_ref = CanonicalFrame.of(ref).to_canonical_volume(ref)
+        if _grid_mismatch(canonical_pred, canonical_ref) is not None:
+            raise
+    note = "the prediction stores the reference's voxels with its axes in another order or direction: matched exactly"
+    return canonical_pred, canonical_ref, [note]
+
+
+def _grid_mismatch(pred: Volume, ref: Volume):
+    """None on one grid, else ``(what, prediction value, reference value)``."""
     if pred.shape != ref.shape:
-        raise _grid_error("shape", pred.shape, ref.shape)
+        return "shape", pred.shape, ref.shape
     for name in ("spacing", "origin", "direction"):
         mine, theirs = np.asarray(getattr(pred, name), float), np.asarray(getattr(ref, name), float)
         rtol = 0.0 if name == "direction" else GEOMETRY_RTOL
         if not np.allclose(mine, theirs, rtol=rtol, atol=GEOMETRY_ATOL):
-            raise _grid_error(name, _rounded(mine), _rounded(theirs))
+            return name, _rounded(mine), _rounded(theirs)
+    return None
 
 
 def _grid_error(what: str, pred_value, ref_value) -> InputImageError:

@@ -305,6 +305,29 @@ def test_evaluate_refuses_volumes_on_different_grids():
         metrics.evaluate(Volume(mask[0]), Volume(mask[0]))
 
 
+def test_evaluate_matches_axes_stored_in_another_order_exactly():
+    # The reference in CHAOS file-name order (z falls with k); the same voxels stored as a position-sorting reader
+    # gives them (k reversed, z rising) and with i and j swapped: the same grid, matched without resampling.
+    ref_mask, pred_mask = blob(15), blob(16)
+    ref = volume_of(ref_mask, direction=np.diag([1.0, 1.0, -1.0]))
+    same_grid = metrics.evaluate(ref.with_array(pred_mask.astype(np.uint8)), ref)
+    n_slices = ref_mask.shape[0]
+    reversed_k = Volume(pred_mask[::-1].astype(np.uint8), SPACING,
+                        (-185.0, -98.0, 1690.5 - SPACING[2] * (n_slices - 1)), np.eye(3))
+    swapped_ij = Volume(np.ascontiguousarray(pred_mask.transpose(0, 2, 1)).astype(np.uint8),
+                        (SPACING[1], SPACING[0], SPACING[2]), ref.origin,
+                        np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]]))
+    for stored in (reversed_k, swapped_ij):
+        result = metrics.evaluate(stored, ref)
+        for key in ("dice", "iou", "ravd", "assd", "mssd", "hd95", "tp", "fp", "fn"):
+            assert result[key] == pytest.approx(same_grid[key], abs=1e-12), key
+        assert result["spacing"] == list(SPACING) and "matched exactly" in result["notes"][0]
+    # shifted by half a voxel: not the same voxels, so no silent matching
+    half_voxel = Volume(reversed_k.array, SPACING, np.add(reversed_k.origin, (0.35, 0, 0)), np.eye(3))
+    with pytest.raises(InputImageError, match="resample the prediction onto the reference grid"):
+        metrics.evaluate(half_voxel, ref)
+
+
 # --- the CHAOS sample ---------------------------------------------------------------------------------------------
 def test_chaos_sample_submission_scores_the_official_numbers(shared_data):
     import pydicom
