@@ -1,0 +1,28 @@
+"""Helpers shared by the networks, weights and model-store tests."""
+from __future__ import annotations
+
+import builtins
+import hashlib
+from pathlib import Path
+
+
+def sha256(path) -> str:
+    """An independent SHA256 (not the code under test's)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def one_line(error) -> str:
+    """The message of a ``pytest.raises`` result, checked to be the one informative line users will see."""
+    text = str(error.value)
+    assert "\n" not in text and len(text) > 20, text
+    return text
+
+
+class Payload:
+    """A pickle payload: unpickling it creates the marker file. Tests prove it live, then that it is refused."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return builtins.exec, (f"open({self.marker!r}, 'w').close()",)
