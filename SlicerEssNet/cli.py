@@ -5,7 +5,6 @@ Exit codes: 0 success, 1 the work failed (a one-line reason on stderr), 2 the co
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -154,14 +153,12 @@ def _run_task(args) -> int:
 
 # --- evaluate -----------------------------------------------------------------------------------------------------
 def _evaluate(args) -> int:
-    from .atomic import atomic_path
-    from .evaluation import evaluate_files, format_table
+    from .evaluation import evaluate_files, format_table, to_json
 
     results = evaluate_files(args.prediction, args.reference, label=args.label, ref_label=args.reference_label)
     print(format_table(results))
     if args.json_path:
-        with atomic_path(args.json_path) as temporary:
-            Path(temporary).write_text(json.dumps(results, indent=2, default=float) + "\n")
+        to_json(results, args.json_path)  # strict JSON (no NaN/Infinity), written atomically
     return EXIT_OK
 
 

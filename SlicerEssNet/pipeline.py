@@ -65,7 +65,7 @@ def run_model(volume: Volume, loaded, *, device: str = "auto", precision: str = 
     """Run a loaded model over every slice of ``volume``; the result lies on exactly the input's grid."""
     import time
 
-    from .geometry import CanonicalFrame, GridSpec, SliceGrid
+    from .geometry import CanonicalFrame, SliceGrid
     from .inference import SliceEngine, SliceTask
     from .preprocessing import intensity_transform, volume_statistics
     from .validation import check_volume, modality_mismatch
@@ -85,7 +85,7 @@ def run_model(volume: Volume, loaded, *, device: str = "auto", precision: str = 
     frame = CanonicalFrame.of(volume)
     source = frame.to_canonical(volume.array)
     _, row_mm, col_mm = frame.canonical_spacing(volume.spacing)
-    grid = SliceGrid.plan(source.shape[1:], (row_mm, col_mm), GridSpec(**card.grid))
+    grid = SliceGrid.plan(source.shape[1:], (row_mm, col_mm), model_grid_spec(card))
 
     preprocessing = card.preprocessing
     scale, offset = intensity_transform(preprocessing, volume_statistics(volume.array, preprocessing))
@@ -114,6 +114,13 @@ def run_model(volume: Volume, loaded, *, device: str = "auto", precision: str = 
         if reason:
             report.notes.append(f"modality check: {reason}")
     return volume.with_array(output)
+
+
+def model_grid_spec(card):
+    """The card's grid (the card has already checked that it suits the network's strides)."""
+    from .geometry import GridSpec
+
+    return GridSpec.from_dict(card.grid)
 
 
 def _output_map(postprocessing: dict):

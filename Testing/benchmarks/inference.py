@@ -198,7 +198,7 @@ def accuracy(quick):
 def volume_breakdown(quick):
     """Read, check + canonical slicing, model, inverse mapping, write - against the pure model time."""
     from SlicerEssNet.errors import ModelNotFoundError
-    from SlicerEssNet.pipeline import resolve_model, run_model
+    from SlicerEssNet.pipeline import model_grid_spec, resolve_model, run_model
     from SlicerEssNet.volume_io import read_volume, write_volume
 
     if not SHARED.is_dir():
@@ -222,11 +222,11 @@ def volume_breakdown(quick):
         write_volume(result, Path(folder) / "liver.nii.gz")
         t_write = time.perf_counter() - t0
         # Pure model time: the same number of slices, already on the model grid, network only.
-        from SlicerEssNet.geometry import CanonicalFrame, GridSpec, SliceGrid
+        from SlicerEssNet.geometry import CanonicalFrame, SliceGrid
 
         frame = CanonicalFrame.of(volume)
         _, row_mm, col_mm = frame.canonical_spacing(volume.spacing)
-        grid = SliceGrid.plan(frame.to_canonical(volume.array).shape[1:], (row_mm, col_mm), GridSpec(**loaded.card.grid))
+        grid = SliceGrid.plan(frame.to_canonical(volume.array).shape[1:], (row_mm, col_mm), model_grid_spec(loaded.card))
         from SlicerEssNet.inference import SliceEngine
 
         engine = SliceEngine(loaded.network, device="cpu")
