@@ -1,0 +1,103 @@
+"""Starting a run from MRML nodes and turning a finished run into a result or a one-line error.
+
+Both modules' logics go through here, so input checks, the job runner choice, error classes and provenance
+attributes on result nodes are the same in CT2MRISynthesis and LiverSegmentation.
+"""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import slicer
+from SlicerEssNet import errors
+
+from .runs import PipelineRun, RunStep, defaultJobRunner
+
+PROVENANCE_PREFIX = "SlicerEssNet."
+
+
+def startRun(inputVolumeNode, steps: List[RunStep], *, jobRunner=None, device: str = "auto",
+             allowModalityMismatch: bool = False) -> PipelineRun:
+    """Check the input node, copy its voxels and geometry, and start the chained jobs (never blocks for long)."""
+    from .nodes import volumeFromNode
+
+    volume = volumeFromNode(inputVolumeNode)
+    return PipelineRun(jobRunner if jobRunner is not None else defaultJobRunner(), volume, steps, device=device,
+                       allowModalityMismatch=allowModalityMismatch)
+
+
+def raiseIfNotSucceeded(run: PipelineRun) -> None:
+    """Turn a run that did not succeed into the core's exception class for its error (one-line message)."""
+    if run.state == "succeeded":
+        return
+    if run.state == "cancelled":
+        raise errors.CancelledError("cancelled by the user: nothing was added to the scene")
+    if run.state == "running":
+        raise RuntimeError("the run has not finished: wait for it (run.wait()) before reading its results")
+    errorClass = getattr(errors, run.errorType or "", None)
+    if not (isinstance(errorClass, type) and issubclass(errorClass, errors.EssNetError)):
+        errorClass = errors.EssNetError
+    raise errorClass(run.error or "the job failed without a message; see the log")
+
+
+def checkStillInScene(node, what: str) -> None:
+    if node is None or node.GetScene() is None:
+        raise errors.InputImageError(f"the {what} was removed from the scene while the job ran: nothing was added; "
+                                     "run it again")
+
+
+def recordProvenance(node, run: PipelineRun, stepOutput: str) -> None:
+    """Which model, device and precision made a result: node attributes, saved with the scene."""
+    index = next(i for i, step in enumerate(run.steps) if step.output == stepOutput)
+    report = run.reports[index] if index < len(run.reports) else {}
+    for key in ("model", "device", "precision", "seconds"):
+        if key in report:
+            node.SetAttribute(PROVENANCE_PREFIX + key, str(report[key]))
+    for number, note in enumerate(report.get("notes", []) + run.warnings):
+        node.SetAttribute(f"{PROVENANCE_PREFIX}note{number}", str(note))
+
+
+def showInSliceViews(background=None, label=None) -> None:
+    """Show results in the slice views when there are any (nothing to do with --no-main-window)."""
+    if slicer.app.layoutManager() is None:
+        return
+    options = {}
+    if background is not None:
+        options["background"] = background
+    if label is not None:
+        options["label"] = label
+    slicer.util.setSliceViewerLayers(fit=True, **options)
+
+
+def resultName(inputVolumeNode, suffix: str, existing: Optional[object] = None) -> str:
+    return existing.GetName() if existing is not None else slicer.mrmlScene.GenerateUniqueName(
+        f"{inputVolumeNode.GetName()} {suffix}")
+
+
+def modelModalitiesOf(run: PipelineRun, stepOutput: str):
+    """(input, output) modality of the model a step used, from its card; None when it cannot be told."""
+    import json
+    import os
+
+    index = next(i for i, step in enumerate(run.steps) if step.output == stepOutput)
+    step = run.steps[index]
+    cardPath = None
+    if step.model and os.path.isfile(str(step.model)):
+        cardPath = os.path.splitext(str(step.model))[0] + ".json"
+    else:
+        name = run.reports[index].get("model") if index < len(run.reports) else step.model
+        try:
+            from SlicerEssNet.model_store import ModelStore
+
+            from .models_panel import modelModalities
+
+            store = ModelStore()
+            info = next((row for row in store.list() if row.name == name), None)
+            return modelModalities(store, info) if info is not None else None
+        except Exception:  # noqa: BLE001 - only used to name the result
+            return None
+    try:
+        with open(cardPath, encoding="utf-8") as stream:
+            card = json.load(stream)
+        return str(card["input"]["modality"]).upper(), str(card["output"]["modality"]).upper()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

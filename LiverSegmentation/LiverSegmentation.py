@@ -1,0 +1,434 @@
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Annotated, Optional
+
+import vtk
+
+import slicer
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.util import VTKObservationMixin
+from SlicerEssNet.runtime import DEVICE_CHOICES
+
+#
+# LiverSegmentation
+#
+
+
+class LiverSegmentation(ScriptedLoadableModule):
+    """Liver segmentation on MR with a U-Net; a CT can be translated to synthetic MR first (CT2MRISynthesis)."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("Liver Segmentation")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
+        # The shared Slicer-side package (EssNetSlicerLib) ships with CT2MRISynthesis, and chaining needs it.
+        self.parent.dependencies = ["CT2MRISynthesis"]
+        self.parent.contributors = ["SlicerEssNet developers"]
+        self.parent.helpText = _("""
+Segments the liver on an abdominal MR volume with a U-Net, slice by slice, and adds a segmentation with one segment
+"Liver" (SNOMED CT terminology, reference geometry set) beside the input, with its volume in mL. For a CT input,
+tick "Input is CT": it is first translated to synthetic MR with EssNet (CT to MRI Synthesis module). The work runs in
+a separate process: Slicer stays responsive, Cancel stops it, and nothing is added to the scene unless it succeeds.
+Scripting: <code>LiverSegmentationLogic().process(inputVolume)</code>. See the
+<a href="https://github.com/SlicerEssNet/SlicerEssNet/blob/main/docs/SLICER.md">module documentation</a>.
+""")
+        self.parent.acknowledgementText = _("""
+U-Net: Ronneberger et al., MICCAI 2015. EssNet: Rafiq et al. (arXiv:2503.00945); SynSeg-Net: Huo et al., IEEE TMI
+2019. Training data: CHAOS (Kavur et al., zenodo 10.5281/zenodo.3362844). Terminology and colour follow Slicer's
+General Anatomy list. Built on 3D Slicer's scripted module template and PyTorch.
+""")
+
+
+#
+# LiverSegmentationParameterNode
+#
+
+
+@parameterNodeWrapper
+class LiverSegmentationParameterNode:
+    """
+    inputVolume - the MR (or, with inputIsCT, the CT) to segment.
+    outputSegmentation - segmentation to write the "Liver" segment into; None creates a new one.
+    inputIsCT - translate the CT to synthetic MR first; keepSyntheticMR keeps that image in the scene.
+    model / synthesisModel - model names; "" means the registry's default model for the task.
+    device - auto (CUDA, then Apple MPS, then CPU), cpu, cuda or mps.
+    allowModalityMismatch - go on (with a warning) when the input does not look like the model's modality.
+    """
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    outputSegmentation: vtkMRMLSegmentationNode
+    inputIsCT: bool = False
+    keepSyntheticMR: bool = False
+    model: str = ""
+    synthesisModel: str = ""
+    device: Annotated[str, Choice(list(DEVICE_CHOICES))] = "auto"
+    allowModalityMismatch: bool = False
+
+
+#
+# LiverSegmentationWidget
+#
+
+
+class LiverSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self.runController = None
+        self.modelsPanel = None
+
+    def setup(self) -> None:
+        from EssNetSlicerLib.models_panel import ModelChoice, ModelsPanel
+        from EssNetSlicerLib.run_controller import RunController
+
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/LiverSegmentation.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+
+        self.logic = LiverSegmentationLogic()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.runController = RunController(self.ui.applyButton, self.ui.progressBar, self.ui.statusLabel)
+        self.segmentationModelChoice = ModelChoice(self.ui.modelComboBox, "segment",
+                                                   lambda name: self._setModel("model", name), inputModality="MR")
+        self.synthesisModelChoice = ModelChoice(self.ui.synthesisModelComboBox, "synthesize",
+                                                lambda name: self._setModel("synthesisModel", name),
+                                                inputModality="CT")
+        self.modelsPanel = ModelsPanel(self.ui, [self.segmentationModelChoice, self.synthesisModelChoice],
+                                       self._selectedModel, statusLabel=self.ui.statusLabel)
+
+        self.ui.applyButton.clicked.connect(self.onApplyButton)
+        self.ui.show3DButton.setSegmentationNode(None)
+        self.initializeParameterNode()
+        self.modelsPanel.refresh()
+        self._checkCanApply()
+
+    def cleanup(self) -> None:
+        if self.runController is not None:
+            self.runController.stop()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+        if self.modelsPanel is not None:
+            self.modelsPanel.refresh()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        if self.runController is not None:
+            self.runController.stop()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if firstVolumeNode and not firstVolumeNode.IsA("vtkMRMLLabelMapVolumeNode"):
+                self._parameterNode.inputVolume = firstVolumeNode
+
+    def setParameterNode(self, inputParameterNode: Optional[LiverSegmentationParameterNode]) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self._checkCanApply()
+
+    def _selectedModel(self, choice) -> Optional[str]:
+        if self._parameterNode is None:
+            return None
+        name = self._parameterNode.model if choice is self.segmentationModelChoice else self._parameterNode.synthesisModel
+        return name or None
+
+    def _setModel(self, field: str, name: Optional[str]) -> None:
+        if self._parameterNode is not None:
+            setattr(self._parameterNode, field, name or "")
+
+    def _checkCanApply(self, caller=None, event=None) -> None:
+        if self.runController is not None and self.runController.running:
+            return  # the button is Cancel while a job runs
+        parameters = self._parameterNode
+        chained = bool(parameters and parameters.inputIsCT)
+        reason = None
+        if parameters is None or not parameters.inputVolume:
+            reason = _("Select an input volume.")
+        elif not self.segmentationModelChoice.available:
+            reason = _("No liver segmentation model: import a model file (Models section).")
+        elif chained and not self.synthesisModelChoice.available:
+            reason = _("No CT-to-MR synthesis model: import one or untick 'Input is CT'.")
+        self.ui.applyButton.setEnabled(reason is None)
+        self.ui.applyButton.setToolTip(reason or _("Segment the liver."))
+        self.ui.synthesisModelComboBox.setEnabled(chained)
+        self.ui.keepSyntheticCheckBox.setEnabled(chained)
+        segmentation = parameters.outputSegmentation if parameters else None
+        self.ui.show3DButton.setSegmentationNode(segmentation)
+        self._showLiverVolume(segmentation)
+
+    def _showLiverVolume(self, segmentationNode) -> None:
+        text = ""
+        if segmentationNode is not None:
+            try:
+                text = _("Liver volume: ") + f"{self.logic.liverVolumeMl(segmentationNode):.1f} mL"
+            except (KeyError, RuntimeError):
+                text = ""
+        self.ui.liverVolumeLabel.setText(text)
+
+    def onApplyButton(self, *args) -> None:
+        if self.runController.running:
+            self.runController.cancel()
+            return
+        with slicer.util.tryWithErrorDisplay(_("Failed to start the segmentation."), waitCursor=True):
+            self.logic.ensureDependencies(interactive=True)
+            parameters = self._parameterNode
+            inputVolume, outputSegmentation = parameters.inputVolume, parameters.outputSegmentation
+            keepSynthetic = parameters.inputIsCT and parameters.keepSyntheticMR
+            run = self.logic.startSegmentation(
+                inputVolume, model=parameters.model or None, device=parameters.device,
+                synthesizeFirst=parameters.inputIsCT, synthesisModel=parameters.synthesisModel or None,
+                allowModalityMismatch=parameters.allowModalityMismatch)
+            self.runController.start(
+                run, lambda run: self.onRunFinished(run, inputVolume, outputSegmentation, keepSynthetic))
+
+    def onRunFinished(self, run, inputVolume, outputSegmentation, keepSynthetic) -> None:
+        self._checkCanApply()
+        if run.state == "failed":
+            slicer.util.errorDisplay(_("Liver segmentation failed: ") + str(run.error))
+            return
+        if run.state != "succeeded":
+            return
+        with slicer.util.tryWithErrorDisplay(_("Could not add the segmentation to the scene.")):
+            result = self.logic.applyResults(run, inputVolume, outputSegmentation, keepSyntheticMR=keepSynthetic)
+            self._parameterNode.outputSegmentation = result.segmentationNode
+            self.ui.statusLabel.setText(run.status().text)
+
+
+#
+# LiverSegmentationLogic
+#
+
+
+@dataclass
+class SegmentationResult:
+    segmentationNode: object
+    liverVolumeMl: float
+    syntheticVolumeNode: Optional[object] = None
+
+
+class LiverSegmentationLogic(ScriptedLoadableModuleLogic):
+    """Liver segmentation from MRML nodes; usable without the GUI (Python console, batch scripts, tests).
+
+    ``process()`` runs to completion and returns the segmentation and the liver volume in mL.
+    ``startSegmentation()`` returns a run that a GUI polls before ``applyResults()``. The logic never opens a
+    dialog; failures raise ``SlicerEssNet.errors`` exceptions with one-line messages.
+
+    ``jobRunner``: None runs each job in a worker process (``PythonSlicer -m SlicerEssNet worker``);
+    ``SlicerEssNet.jobs.InProcessJobRunner()`` runs it in a thread of Slicer's process.
+    """
+
+    def __init__(self, jobRunner=None) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.jobRunner = jobRunner
+        self.currentRun = None
+
+    def getParameterNode(self):
+        return LiverSegmentationParameterNode(super().getParameterNode())
+
+    def requirementsPath(self) -> str:
+        return os.path.join(os.path.dirname(__file__), "Resources", "requirements.txt")
+
+    def ensureDependencies(self, interactive: bool = True, install: bool = False) -> None:
+        """PyTorch (via the PyTorch extension) and the packages of Resources/requirements.txt; see dependencies.py."""
+        from EssNetSlicerLib.dependencies import ensureDependencies
+
+        ensureDependencies(self.requirementsPath(), requester=self.moduleName, interactive=interactive,
+                           install=install)
+
+    def startSegmentation(self, inputVolume, model: Optional[str] = None, device: str = "auto",
+                          synthesizeFirst: bool = False, synthesisModel: Optional[str] = None,
+                          allowModalityMismatch: bool = False):
+        """Start segmenting ``inputVolume`` (translating a CT to synthetic MR first when ``synthesizeFirst``)."""
+        from EssNetSlicerLib.processing import startRun
+        from EssNetSlicerLib.runs import RunStep
+
+        steps = [RunStep("synthesize", "synthetic", synthesisModel)] if synthesizeFirst else []
+        steps.append(RunStep("segment", "liver", model))
+        self.currentRun = startRun(inputVolume, steps, jobRunner=self.jobRunner, device=device,
+                                   allowModalityMismatch=allowModalityMismatch)
+        return self.currentRun
+
+    def applyResults(self, run, inputVolume, outputSegmentation=None, keepSyntheticMR: bool = False,
+                     showResult: bool = True) -> SegmentationResult:
+        """Put a finished run's results into the scene: all of them, or (on any error) none."""
+        from EssNetSlicerLib import nodes, processing
+        from EssNetSlicerLib.segmentation import setLiverSegment
+
+        processing.raiseIfNotSucceeded(run)
+        processing.checkStillInScene(inputVolume, "input volume")
+        with nodes.SceneChanges():
+            syntheticNode = None
+            if keepSyntheticMR and "synthetic" in run.outputs:
+                syntheticNode = nodes.addScalarVolumeNode(run.outputs["synthetic"].array, inputVolume,
+                                                          processing.resultName(inputVolume, "synthetic MR"))
+                nodes.showWithAutoWindowLevel(syntheticNode)
+                nodes.placeBeside(syntheticNode, inputVolume)
+                processing.recordProvenance(syntheticNode, run, "synthetic")
+            segmentationNode = setLiverSegment(
+                run.outputs["liver"].array, inputVolume, outputSegmentation,
+                name=processing.resultName(inputVolume, "liver"))
+            nodes.placeBeside(segmentationNode, inputVolume)
+            processing.recordProvenance(segmentationNode, run, "liver")
+            liverMl = self.liverVolumeMl(segmentationNode)
+            segmentationNode.SetAttribute(processing.PROVENANCE_PREFIX + "liverVolumeMl", f"{liverMl:.3f}")
+        if showResult:
+            processing.showInSliceViews(background=inputVolume)
+        logging.info("LiverSegmentation: %s; liver volume %.1f mL", run.status().text, liverMl)
+        return SegmentationResult(segmentationNode, liverMl, syntheticNode)
+
+    def liverVolumeMl(self, segmentationNode) -> float:
+        """Volume of the "Liver" segment in millilitres (on the segmentation's reference grid)."""
+        from EssNetSlicerLib.segmentation import segmentVolumeMl
+
+        return segmentVolumeMl(segmentationNode)
+
+    def process(self, inputVolume, outputSegmentation=None, model: Optional[str] = None, device: str = "auto",
+                synthesizeFirst: bool = False, synthesisModel: Optional[str] = None, keepSyntheticMR: bool = False,
+                allowModalityMismatch: bool = False, progressCallback=None, showResult: bool = True,
+                timeout: Optional[float] = None) -> SegmentationResult:
+        """Segment the liver in ``inputVolume`` and wait for it. Can be used without the GUI.
+
+        :param inputVolume: MR scalar volume node (a CT with ``synthesizeFirst=True``)
+        :param outputSegmentation: segmentation node to write "Liver" into; None creates one beside the input
+        :param model: segmentation model name or .safetensors path; None is the registry's default
+        :param synthesizeFirst: translate a CT to synthetic MR first (``synthesisModel``); ``keepSyntheticMR``
+            also adds that image to the scene
+        :param progressCallback: called with an ``EssNetSlicerLib.runs.RunStatus`` (``.fraction``, ``.text``)
+        :param timeout: seconds; the run is cancelled when it takes longer
+        :return: ``SegmentationResult(segmentationNode, liverVolumeMl, syntheticVolumeNode)``
+        """
+        run = self.startSegmentation(inputVolume, model=model, device=device, synthesizeFirst=synthesizeFirst,
+                                     synthesisModel=synthesisModel, allowModalityMismatch=allowModalityMismatch)
+        if run.wait(timeout=timeout, progressCallback=progressCallback) == "running":
+            run.cancel()
+            run.wait()
+        return self.applyResults(run, inputVolume, outputSegmentation, keepSyntheticMR=keepSyntheticMR,
+                                 showResult=showResult)
+
+    def cancel(self) -> None:
+        """Cancel the run started last (from a progress callback or another thread)."""
+        if self.currentRun is not None:
+            self.currentRun.cancel()
+
+
+#
+# LiverSegmentationTest
+#
+
+
+class LiverSegmentationTest(ScriptedLoadableModuleTest):
+    """Self-test: a small MR-like volume and a tiny untrained U-Net on the CPU; checks the segmentation's
+    terminology, colour, reference geometry, subject hierarchy placement and liver volume."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_SegmentationNode()
+        self.setUp()
+        self.test_ChainedFromCT()
+
+    def _tinyModel(self, task, name):
+        import shutil
+        import tempfile
+
+        from SlicerEssNet.weights import create_untrained_model
+
+        folder = tempfile.mkdtemp(prefix="LiverSegmentationTest-")
+        self.addCleanup(shutil.rmtree, folder, True)
+        return str(create_untrained_model(task, os.path.join(folder, name), width=4))
+
+    def _volume(self, array, name):
+        import numpy as np
+
+        ijkToRas = np.array([[-1.25, 0.0, 0.0, 160.0], [0.0, -1.25, 0.0, 140.0], [0.0, 0.0, 7.7, -50.0],
+                             [0.0, 0.0, 0.0, 1.0]])
+        return slicer.util.addVolumeFromArray(array, ijkToRas, name=name)
+
+    def test_SegmentationNode(self):
+        import numpy as np
+
+        from EssNetSlicerLib.segmentation import LIVER_COLOR, LIVER_TERMINOLOGY
+        from SlicerEssNet.jobs import InProcessJobRunner
+
+        self.delayDisplay("Liver segmentation on a small MR-like volume")
+        model = self._tinyModel("segmentation", "tiny-liver")
+        rng = np.random.default_rng(0)
+        array = (200 + 40 * rng.standard_normal((5, 48, 48))).clip(0, None).astype(np.int16)
+        array[:, 8:30, 6:28] += 300
+        inputVolume = self._volume(array, "MR")
+        hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+        study = hierarchy.CreateStudyItem(hierarchy.CreateSubjectItem(hierarchy.GetSceneItemID(), "Patient"), "Study")
+        hierarchy.SetItemParent(hierarchy.GetItemByDataNode(inputVolume), study)
+
+        result = LiverSegmentationLogic(jobRunner=InProcessJobRunner()).process(
+            inputVolume, model=model, device="cpu", showResult=False)
+        segmentationNode = result.segmentationNode
+        segmentation = segmentationNode.GetSegmentation()
+        self.assertEqual(segmentation.GetNumberOfSegments(), 1)
+        segment = segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName("Liver"))
+        self.assertEqual(segment.GetTag(slicer.vtkSegment.GetTerminologyEntryTagName()), LIVER_TERMINOLOGY)
+        np.testing.assert_allclose(segment.GetColor(), LIVER_COLOR)
+        reference = segmentationNode.GetNodeReference(
+            slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole())
+        self.assertEqual(reference.GetID(), inputVolume.GetID())
+        self.assertEqual(hierarchy.GetItemParent(hierarchy.GetItemByDataNode(segmentationNode)), study)
+        mask = slicer.util.arrayFromSegmentBinaryLabelmap(
+            segmentationNode, segmentation.GetSegmentIdBySegmentName("Liver"), inputVolume)
+        self.assertAlmostEqual(result.liverVolumeMl, np.count_nonzero(mask) * 1.25 * 1.25 * 7.7 / 1000.0, places=6)
+        self.delayDisplay("Test passed")
+
+    def test_ChainedFromCT(self):
+        import numpy as np
+
+        from EssNetSlicerLib.nodes import ijkToRasArray
+        from SlicerEssNet.jobs import InProcessJobRunner
+
+        self.delayDisplay("CT -> synthetic MR -> liver segmentation")
+        synthesis = self._tinyModel("synthesis", "tiny-ct2mr")
+        segmentationModel = self._tinyModel("segmentation", "tiny-liver")
+        array = np.full((4, 40, 40), -1000, dtype=np.int16)
+        array[:, 5:35, 5:35] = 50
+        inputVolume = self._volume(array, "CT")
+        result = LiverSegmentationLogic(jobRunner=InProcessJobRunner()).process(
+            inputVolume, model=segmentationModel, synthesizeFirst=True, synthesisModel=synthesis,
+            keepSyntheticMR=True, device="cpu", showResult=False)
+        self.assertIsNotNone(result.syntheticVolumeNode)
+        np.testing.assert_array_equal(ijkToRasArray(result.syntheticVolumeNode), ijkToRasArray(inputVolume))
+        self.assertGreaterEqual(result.liverVolumeMl, 0.0)
+        self.delayDisplay("Test passed")
