@@ -10,7 +10,6 @@ import copy
 import dataclasses
 import difflib
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,18 +17,12 @@ from typing import Dict, Optional
 
 from .atomic import atomic_path
 from .errors import ArchitectureMismatchError, ModelNotFoundError, WeightsError
+from .preprocessing import check_spec
 
 FORMAT = "slicer-essnet-model-card/1"
 TASKS = ("synthesis", "segmentation")
 # which networks can serve which task (a discriminator is a training-time part, never a deployable model)
 TASK_NETWORKS = {"synthesis": ("resnet_generator",), "segmentation": ("unet", "resnet_segmenter")}
-# intensity specs (the contract of preprocessing.py): kind -> the two bounds it needs
-INTENSITY_SPECS = {
-    "ct_window": ("low", "high"),
-    "mr_percentile": ("low_percentile", "high_percentile"),
-    "linear": ("low", "high"),
-}
-GRID_DEFAULTS = {"mode": "spacing", "size": 256, "spacing_mm": 1.5, "multiple_of": 16}  # geometry.GridSpec's
 FIELD_ORDER = ("format", "name", "version", "task", "description", "architecture", "input", "output", "labels",
                "grid", "training", "metrics", "licence", "sha256")
 REQUIRED = ("format", "name", "version", "task", "architecture", "input", "output", "grid")
@@ -135,7 +128,9 @@ class ModelCard:
     @property
     def grid_spec(self) -> dict:
         """All four ``geometry.GridSpec`` arguments, defaults filled in: ``GridSpec(**card.grid_spec)``."""
-        return {**GRID_DEFAULTS, **self.grid}
+        from .geometry import GridSpec
+
+        return dataclasses.asdict(GridSpec.from_dict(self.grid))
 
     @property
     def num_outputs(self) -> int:
@@ -207,8 +202,7 @@ class ModelCard:
         if not isinstance(self.input, dict) or not isinstance(self.input.get("modality"), str) \
                 or not self.input["modality"]:
             raise WeightsError("model card input needs a 'modality' such as \"CT\" or \"MR\": fix the card")
-        spec = self.input.get("preprocessing")
-        _check_intensity_spec(spec, "input preprocessing")
+        spec = check_spec(self.input.get("preprocessing"))
         if spec["kind"] == "linear":
             raise WeightsError("input preprocessing 'linear' is an output scale: use ct_window or mr_percentile")
         if spec["kind"] == "ct_window" and self.input["modality"].upper() != "CT":
@@ -222,8 +216,7 @@ class ModelCard:
         if self.task == "synthesis":
             if not isinstance(self.output.get("modality"), str) or not self.output["modality"]:
                 raise WeightsError("a synthesis model's output needs a 'modality' such as \"MR\": fix the card")
-            spec = self.output.get("postprocessing")
-            _check_intensity_spec(spec, "output postprocessing")
+            spec = check_spec(self.output.get("postprocessing"))
             if spec["kind"] != "linear":
                 raise WeightsError(
                     f"output postprocessing must be 'linear' (the synthetic image's intensity scale), not "
@@ -252,44 +245,19 @@ class ModelCard:
     def _validate_grid(self) -> None:
         if not isinstance(self.grid, dict):
             raise WeightsError("model card grid must be an object: fix the card")
-        for key in self.grid:
-            if key not in GRID_DEFAULTS:
-                raise WeightsError(f"model card grid has an unknown key {key!r}: use {', '.join(GRID_DEFAULTS)}")
-        grid = self.grid_spec
-        if grid["mode"] not in ("spacing", "fit"):
-            raise WeightsError(f"grid mode {grid['mode']!r} is not 'spacing' or 'fit': fix the card's grid")
-        if grid["mode"] == "spacing" and "spacing_mm" not in self.grid:
+        mode = self.grid_spec["mode"]  # geometry's GridSpec checks the keys, the mode and the value ranges
+        if mode == "spacing" and "spacing_mm" not in self.grid:
             raise WeightsError("grid mode 'spacing' needs 'spacing_mm' (the model's pixel size): add it")
-        if grid["mode"] == "fit" and "size" not in self.grid:
+        if mode == "fit" and "size" not in self.grid:
             raise WeightsError("grid mode 'fit' needs 'size' (the model's square input): add it")
-        if not _is_number(grid["spacing_mm"]) or grid["spacing_mm"] <= 0:
-            raise WeightsError(f"grid spacing_mm must be a positive number, not {grid['spacing_mm']!r}")
-        for key in ("size", "multiple_of"):
-            if isinstance(grid[key], bool) or not isinstance(grid[key], int) or grid[key] < 1:
-                raise WeightsError(f"grid {key} must be a positive integer, not {grid[key]!r}")
-        needed = self.required_multiple
+
+    def check_grid_fits_network(self) -> None:
+        """The slices the grid makes must suit the network's strides (checked on saving and loading weights, so
+        a card on a stand-in network, as in tests, may use any grid)."""
+        grid, needed = self.grid_spec, self.required_multiple
         padded_to = grid["size"] if grid["mode"] == "fit" else grid["multiple_of"]
         if padded_to % needed:
             key = "size" if grid["mode"] == "fit" else "multiple_of"
             raise ArchitectureMismatchError(
                 f"grid {key} {padded_to} cannot feed a {self.architecture['name']}, which needs H and W divisible "
                 f"by {needed}: make {key} a multiple of {needed}")
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_intensity_spec(spec, where: str) -> None:
-    """An intensity spec must be one preprocessing.py knows, with ordered, finite bounds."""
-    if not isinstance(spec, dict) or spec.get("kind") not in INTENSITY_SPECS:
-        kind = spec.get("kind") if isinstance(spec, dict) else spec
-        raise WeightsError(
-            f"{where} {kind!r} is not a known intensity spec: use one of {', '.join(INTENSITY_SPECS)}")
-    low_key, high_key = INTENSITY_SPECS[spec["kind"]]
-    low, high = spec.get(low_key), spec.get(high_key)
-    if not _is_number(low) or not _is_number(high) or not low < high:
-        raise WeightsError(
-            f"{where} {spec['kind']} needs numbers {low_key} < {high_key}, got {low!r} and {high!r}: fix the card")
-    if spec["kind"] == "mr_percentile" and not (0 <= low and high <= 100):
-        raise WeightsError(f"{where} percentiles must lie in 0-100, got {low} and {high}: fix the card")

@@ -30,7 +30,7 @@ PACKAGE_MODELS = Path(__file__).resolve().parent / "models"
 URL_SCHEMES = ("https://", "http://", "file://", "package:")
 ENTRY_FIELDS = ("name", "task", "version", "url", "sha256", "card", "card_url", "default", "description")
 CARD_LIMIT = 1 << 20  # a card is a few kB; refuse to read a large file a bad card_url points at
-ProgressCallback = Callable[[int, Optional[int]], None]  # (bytes done, bytes in all or None when unknown)
+ProgressCallback = Callable[[int, int], None]  # (bytes done, bytes in all; 0 when the server does not say)
 
 
 def default_cache_dir(environ=None, platform: str | None = None) -> Path:
@@ -66,6 +66,14 @@ class RegistryEntry:
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def input_modality(self) -> Optional[str]:
+        """The input modality its inline card names (None when the card is only at ``card_url``)."""
+        try:
+            return str(self.card["input"]["modality"]).upper()
+        except (KeyError, TypeError):
+            return None
+
 
 @dataclass
 class ModelInfo:
@@ -100,15 +108,18 @@ class ModelStore:
     def entry(self, name: str) -> Optional[RegistryEntry]:
         return next((entry for entry in self.entries() if entry.name == name), None)
 
-    def default_model(self, task: str) -> RegistryEntry:
-        """The registry's default model for ``task``."""
+    def default_model(self, task: str, input_modality: str | None = None) -> RegistryEntry:
+        """The registry's default model for ``task`` (one default per task and input modality may be registered;
+        without ``input_modality`` the first listed default of the task)."""
         if task not in TASKS:
             raise WeightsError(f"task {task!r} is not one of {', '.join(TASKS)}: choose one of them")
+        wanted = input_modality.upper() if input_modality else None
         for entry in self.entries():
-            if entry.task == task and entry.default:
+            if entry.task == task and entry.default and wanted in (None, entry.input_modality):
                 return entry
+        on = f" on {wanted}" if wanted else ""
         raise ModelNotFoundError(
-            f"no default {task} model is registered: pass --model with a model name or weights file, or train "
+            f"no default {task} model{on} is registered: pass --model with a model name or weights file, or train "
             f"one with python -m Training")
 
     # --- what is where ------------------------------------------------------------------------------
@@ -277,6 +288,7 @@ class ModelStore:
             data = _fetch_json(entry.card_url, f"the card of {entry.name}", timeout)
         try:
             card = ModelCard.from_dict(data)
+            card.check_grid_fits_network()
         except WeightsError as error:
             raise type(error)(f"registry entry {entry.name}'s card: {error}") from None
         if card.name != entry.name or card.task != entry.task:
@@ -358,9 +370,11 @@ def _read_registry(path: Path) -> List[RegistryEntry]:
         if not isinstance(entry.default, bool):
             raise WeightsError(f"{where}: 'default' must be true or false")
         if entry.default:
-            if entry.task in defaults:
-                raise WeightsError(f"{where}: a second default {entry.task} model; mark only one as default")
-            defaults.add(entry.task)
+            kind = (entry.task, entry.input_modality)
+            if kind in defaults:
+                on = f" on {entry.input_modality}" if entry.input_modality else ""
+                raise WeightsError(f"{where}: a second default {entry.task} model{on}; mark only one as default")
+            defaults.add(kind)
         entries.append(entry)
     return entries
 
@@ -400,10 +414,10 @@ def _fetch(url: str, destination: Path, what: str, progress: Optional[ProgressCa
     """Stream ``url`` into ``destination``; a short or failed transfer raises ``DownloadError``."""
     import http.client
 
-    done, total = 0, None
+    done = 0
     with _open_url(url, what, timeout) as response:
         length = response.headers.get("Content-Length")
-        total = int(length) if length and length.isdigit() else None
+        total = int(length) if length and length.isdigit() else 0
         with open(destination, "wb") as handle:
             if progress is not None:
                 progress(0, total)
@@ -423,7 +437,7 @@ def _fetch(url: str, destination: Path, what: str, progress: Optional[ProgressCa
                 done += len(chunk)
                 if progress is not None:
                     progress(done, total)
-    if total is not None and done != total:
+    if total and done != total:
         raise DownloadError(f"the download of {what} from {url} was cut off after {done} of {total} bytes: retry, "
                             f"or download the file elsewhere and import it")
 

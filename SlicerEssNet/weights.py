@@ -207,6 +207,7 @@ def check_model(path_or_card_path) -> Tuple[Path, ModelCard]:
     """``(weights, card)`` after checking the card, the checksum and every tensor's name and shape (data unread)."""
     weights, card_path = locate_model(path_or_card_path)
     card = ModelCard.load(card_path)
+    card.check_grid_fits_network()
     check_checksum(weights, card, card_path)
     check_fits(tensor_shapes(weights), card.architecture, weights)
     return weights, card
@@ -228,6 +229,7 @@ def save_model(network, card: ModelCard, path, dtype=None) -> Path:
     if dtype is not None and not dtype.is_floating_point:
         raise WeightsError(f"weights can be stored as float16, bfloat16 or float32, not {dtype}: pick one of those")
     card.validate()
+    card.check_grid_fits_network()
     parameters = {name for name, _ in network.named_parameters()}
     tensors = {}
     for key, value in network.state_dict().items():
@@ -269,6 +271,7 @@ def load_model(path_or_card_path, device="cpu") -> LoadedModel:
 
         weights, card_path = locate_model(ModelStore().resolve(name))
     card = ModelCard.load(card_path)
+    card.check_grid_fits_network()
     check_checksum(weights, card, card_path)
     state = read_state_dict(weights)
     check_fits({key: tuple(value.shape) for key, value in state.items()}, card.architecture, weights)

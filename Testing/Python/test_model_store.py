@@ -142,7 +142,7 @@ def test_bad_registry_files(tmp_path, published):
     with pytest.raises(WeightsError, match="listed twice"):
         store_with(tmp_path, [one, one]).entries()
     other = dict(one, name="other")
-    with pytest.raises(WeightsError, match="second default synthesis"):
+    with pytest.raises(WeightsError, match="second default synthesis model on CT"):
         store_with(tmp_path, [one, other]).entries()
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
@@ -165,6 +165,22 @@ def test_default_model_per_task(tmp_path, published):
     assert "--model" in one_line(error) and "python -m Training" in str(error.value)
     with pytest.raises(WeightsError, match="not one of"):
         store.default_model("registration")
+
+
+def test_one_default_per_task_and_input_modality(tmp_path, published):
+    """What Training ships: a default per task and input modality (e.g. liver on MR and liver on CT)."""
+    on_mr = entry_for(published["segmentation"], "https://example.org/mr", default=True)
+    on_ct = entry_for(published["segmentation"], "https://example.org/ct", default=True, name="liver-ct")
+    on_ct["card"] = dict(on_ct["card"], name="liver-ct", input={
+        "modality": "CT", "preprocessing": {"kind": "ct_window", "low": -125, "high": 275}})
+    store = store_with(tmp_path, [on_mr, on_ct])
+    assert store.default_model("segmentation").name == "tiny-segmentation"
+    assert store.default_model("segmentation", "mr").name == "tiny-segmentation"
+    assert store.default_model("segmentation", "CT").name == "liver-ct"
+    with pytest.raises(ModelNotFoundError, match="no default synthesis model is registered"):
+        store.default_model("synthesis")
+    with pytest.raises(ModelNotFoundError, match="segmentation model on PET"):
+        store.default_model("segmentation", "PET")
 
 
 # --- downloading ------------------------------------------------------------------------------------
@@ -253,6 +269,7 @@ def test_a_registry_card_that_disagrees(tmp_path, published):
         ({"name": "someone-else"}, WeightsError, "carries the card of someone-else"),
         ({"architecture": {"name": "unet", "num_classes": 2, "base": 8}}, WeightsError, "'inc.0.weight'"),
         ({"grid": {"mode": "spacing"}}, WeightsError, "spacing_mm"),
+        ({"grid": {"mode": "spacing", "spacing_mm": 2, "multiple_of": 8}}, WeightsError, "multiple of 16"),
     ]:
         store = store_with(tmp_path, [entry_for(weights, weights.as_uri(), card=dict(card, **changes))])
         with pytest.raises(error_type) as error:

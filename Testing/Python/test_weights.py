@@ -126,21 +126,18 @@ def test_card_properties():
     ({"labels": {"1": "liver", "2": "spleen"}}, WeightsError, "0, 1, 2"),
     ({"input": {"modality": "MR", "preprocessing": {"kind": "ct_window", "low": -125, "high": 275}}},
      WeightsError, "ct_window is a CT"),
-    ({"input": {"modality": "MR", "preprocessing": {"kind": "zscore"}}}, WeightsError, "not a known intensity spec"),
+    ({"input": {"modality": "MR", "preprocessing": {"kind": "zscore"}}}, WeightsError, "unknown preprocessing kind 'zscore'"),
     ({"input": {"modality": "MR", "preprocessing": {"kind": "mr_percentile", "low_percentile": 99,
-                                                    "high_percentile": 1}}}, WeightsError, "low_percentile <"),
+                                                    "high_percentile": 1}}}, WeightsError, "low_percentile=99 >= high_percentile=1"),
     ({"input": {"modality": "MR", "preprocessing": {"kind": "mr_percentile", "low_percentile": 1,
-                                                    "high_percentile": 101}}}, WeightsError, "0-100"),
+                                                    "high_percentile": 101}}}, WeightsError, "outside 0-100"),
     ({"input": {"preprocessing": {"kind": "mr_percentile"}}}, WeightsError, "'modality'"),
     ({"output": {"modality": "label", "postprocessing": {"kind": "linear", "low": 0, "high": 1}}},
      WeightsError, "no postprocessing"),
-    ({"grid": {"mode": "spacing", "spacing_mm": 1.5, "multiple_of": 4}}, ArchitectureMismatchError,
-     "multiple of 16"),
-    ({"grid": {"mode": "fit", "size": 200}}, ArchitectureMismatchError, "size 200"),
     ({"grid": {"mode": "spacing"}}, WeightsError, "needs 'spacing_mm'"),
-    ({"grid": {"mode": "spacing", "spacing_mm": -1}}, WeightsError, "positive number"),
+    ({"grid": {"mode": "spacing", "spacing_mm": -1}}, WeightsError, "spacing_mm positive"),
     ({"grid": {"mode": "tile", "spacing_mm": 1}}, WeightsError, "'spacing' or 'fit'"),
-    ({"grid": {"mode": "spacing", "spacing_mm": 1, "pixels": 3}}, WeightsError, "unknown key 'pixels'"),
+    ({"grid": {"mode": "spacing", "spacing_mm": 1, "pixels": 3}}, WeightsError, "unknown keys ['pixels']"),
     ({"training": []}, WeightsError, "'training'"),
 ])
 def test_card_validation_names_the_problem(change, error_type, words):
@@ -148,6 +145,20 @@ def test_card_validation_names_the_problem(change, error_type, words):
     with pytest.raises(error_type) as error:
         card_for(change.pop("architecture", UNET), **change)
     assert words in one_line(error)
+
+
+@pytest.mark.parametrize("grid, words", [({"mode": "spacing", "spacing_mm": 1.5, "multiple_of": 4}, "multiple of 16"),
+                                         ({"mode": "fit", "size": 200}, "size 200")])
+def test_a_grid_the_network_cannot_take_is_refused_on_save_and_load(tmp_path, trained_unet, saved, grid, words):
+    card = card_for(UNET, grid=grid)  # a card may pair any grid with a stand-in network...
+    with pytest.raises(ArchitectureMismatchError) as error:  # ...but never with real weights
+        save_model(trained_unet, card, tmp_path / "other")
+    assert words in one_line(error) and not (tmp_path / "other.safetensors").exists()
+    weights, good, _ = saved
+    good.replace(grid=grid).save(weights.with_suffix(".json"))
+    for attempt in (load_model, check_model):
+        with pytest.raises(ArchitectureMismatchError, match=words):
+            attempt(weights)
 
 
 def test_synthesis_card_checks():
@@ -158,7 +169,7 @@ def test_synthesis_card_checks():
         card_for({"name": "resnet_generator", "final": None}, task="synthesis")
     with pytest.raises(WeightsError, match="must be 'linear'"):
         card_for(generator, task="synthesis", output={"modality": "MR", "postprocessing": {
-            "kind": "ct_window", "low": 0, "high": 1}})
+            "kind": "ct_window", "low": 0, "high": 1}})  # an input window as output
     with pytest.raises(WeightsError, match="no labels"):
         card_for(generator, task="synthesis", labels={"0": "background"})
     with pytest.raises(WeightsError, match="output scale"):
