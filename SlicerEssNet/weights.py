@@ -308,12 +308,13 @@ def create_untrained_model(task: str, path, width: int = 4, input_modality: str 
     if task == "synthesis":
         architecture = {"name": "resnet_generator", "in_channels": 1, "out_channels": 1, "ngf": width, "n_blocks": 2}
         target = "MR" if modality == "CT" else "CT"
-        scale = {"kind": "linear", "low": 0, "high": 1000} if target == "MR" else {"kind": "linear", "low": -1000,
-                                                                                  "high": 1000}
-        output, labels, what = {"modality": target, "postprocessing": scale}, None, f"{modality} -> {target} synthesis"
+        low, high = (0, 1000) if target == "MR" else (-1000, 1000)  # synthetic MR's documented scale; CT in HU
+        output = {"modality": target, "postprocessing": {"kind": "linear", "low": low, "high": high}}
+        labels, what = None, f"{modality} -> {target} synthesis"
     else:
         architecture = {"name": "unet", "in_channels": 1, "num_classes": 2, "base": width}
-        output, labels, what = {"modality": "label"}, {"0": "background", "1": "liver"}, f"liver segmentation on {modality}"
+        output, labels = {"modality": "label"}, {"0": "background", "1": "liver"}
+        what = f"liver segmentation on {modality}"
     weights_path, _ = model_paths(path)
     card = ModelCard(
         name=weights_path.name[:-len(SAFETENSORS)], version="0.0.0", task=task,

@@ -37,7 +37,8 @@ class ResnetGenerator(nn.Module):
                  final: str | None = "tanh"):
         super().__init__()
         if final not in ("tanh", None):
-            raise ArchitectureMismatchError(f"resnet_generator final must be 'tanh' or null, not {final!r}: fix the architecture")
+            raise ArchitectureMismatchError(
+                f"resnet_generator final must be 'tanh' or null, not {final!r}: fix the architecture")
         layers = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7, bias=True), nn.InstanceNorm2d(ngf),
                   nn.ReLU(True)]
         for factor in (1, 2):

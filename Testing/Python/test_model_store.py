@@ -98,7 +98,8 @@ def test_cache_folder_per_platform(tmp_path):
     assert default_cache_dir({"HOME": home}, "darwin") == tmp_path / "Library" / "Caches" / "SlicerEssNet" / "models"
     assert default_cache_dir({"LOCALAPPDATA": "C:/Users/u/AppData/Local", "USERPROFILE": home}, "win32") == \
         Path("C:/Users/u/AppData/Local") / "SlicerEssNet" / "models"
-    assert default_cache_dir({"USERPROFILE": home}, "win32") == tmp_path / "AppData" / "Local" / "SlicerEssNet" / "models"
+    assert default_cache_dir({"USERPROFILE": home}, "win32") == \
+        tmp_path / "AppData" / "Local" / "SlicerEssNet" / "models"
 
 
 def test_the_environment_variable_moves_the_default_store(tmp_path, monkeypatch):
