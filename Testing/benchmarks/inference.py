@@ -262,7 +262,10 @@ import torch
 torch.set_num_threads(2)
 loaded = resolve_model(sys.argv[3] if len(sys.argv) > 3 else None, "synthesize")
 n = int(sys.argv[2])
-array = np.random.default_rng(0).uniform(-1000, 400, size=(n, 256, 256)).astype(np.int16)
+rng = np.random.default_rng(0)
+array = np.empty((n, 256, 256), np.int16)
+for index in range(n):  # slice by slice, so making the input does not set the peak itself
+    array[index] = rng.integers(-1000, 400, size=(256, 256))
 volume = Volume(array, (1.5, 1.5, 3.0))
 run_model(Volume(array[:4].copy(), (1.5, 1.5, 3.0)), loaded, device="cpu")  # allocator and oneDNN warm
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -273,7 +276,19 @@ print(json.dumps({"growth_kib": after - before, "output_bytes": result.array.nby
 
 
 def memory_growth(model_arg):
+    from SlicerEssNet.errors import ModelNotFoundError
+    from SlicerEssNet.pipeline import resolve_model
+
     rows, growth = [], {}
+    if model_arg is None:
+        try:
+            resolve_model(None, "synthesize")
+        except ModelNotFoundError:
+            # Memory does not depend on training: an untrained generator of the shipped width will do.
+            from SlicerEssNet.weights import create_untrained_model
+
+            model_arg = str(create_untrained_model("synthesis", Path(tempfile.mkdtemp()) / "untrained", width=32))
+            print("\n(no default synthesis model installed: the memory probe uses an untrained ngf-32 generator)")
     for slices in (100, 400):
         command = [sys.executable, "-c", MEMORY_PROBE, str(REPO), str(slices)] + ([model_arg] if model_arg else [])
         done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, OMP_WAIT_POLICY="PASSIVE"))
