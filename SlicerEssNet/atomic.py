@@ -33,6 +33,8 @@ def atomic_path(destination, suffix: str | None = None):
         ) from None
     os.close(handle)
     temporary = Path(temporary)
+    with contextlib.suppress(OSError):  # mkstemp makes it 0600; outputs should be as readable as any new file
+        os.chmod(temporary, _new_file_mode())
     try:
         yield temporary
         os.replace(temporary, destination)
@@ -40,3 +42,17 @@ def atomic_path(destination, suffix: str | None = None):
         with contextlib.suppress(OSError):
             temporary.unlink()
         raise
+
+
+def _new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0o666 less the process umask."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # no other way to read it; restored at once
+    os.umask(mask)
+    return 0o666 & ~mask

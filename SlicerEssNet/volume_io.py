@@ -145,21 +145,13 @@ def read_dicom_series(folder, series_uid: str | None = None, max_bytes: int | No
                 "check the SeriesInstanceUID"
             )
         files = matches[0]
+    _check_left_out(folder, series_uid, [f for _, listed in series for f in listed])
     headers = [read_dicom_header(name) for name in files]
     _check_series_headers(folder, files, headers)
     _check_memory_for_slices(folder.name, headers, max_bytes)
     if len(files) > 1:
         positions, normal = _slice_positions(files, headers)
-        try:
-            check_slice_positions(positions, normal, files)
-        except DicomSeriesError as error:
-            # GDCM leaves out damaged files and files without pixels: say so, it is the likely cause of a gap.
-            unusable = _unusable_dicom_files(folder, [f for _, listed in series for f in listed])
-            if not unusable:
-                raise
-            raise DicomSeriesError(
-                f"{error} ({len(unusable)} other DICOM file(s) here are unusable: {_unusable_reason(unusable[0])})"
-            ) from None
+        check_slice_positions(positions, normal, files)
     elif int(headers[0].get("NumberOfFrames", 1) or 1) > 1:
         log.info("%s is a multi-frame file: its frame geometry is taken as GDCM reports it", files[0])
 
@@ -425,6 +417,24 @@ def _unusable_dicom_files(folder: Path, listed) -> list:
     return [p for p in candidates if p.resolve() not in listed and _has_dicom_preamble(p)]
 
 
+def _check_left_out(folder: Path, series_uid: str, listed) -> None:
+    """GDCM silently leaves damaged slices and slices without pixels out of a series; refuse instead of losing them.
+
+    Files of other series without pixel data (reports, DICOMDIR) are fine; a file whose header cannot be read
+    might have been a slice of this series, so it is refused too.
+    """
+    for path in _unusable_dicom_files(folder, listed):
+        try:
+            header = read_dicom_header(path)
+        except InputImageError:
+            header = None
+        if header is None or str(header.get("SeriesInstanceUID", "")) == series_uid:
+            raise DicomSeriesError(
+                f"{folder.name}: {_unusable_reason(path)}, so the series would be read without it: "
+                "export the complete series again"
+            )
+
+
 def _unusable_reason(path: Path) -> str:
     try:
         header = read_dicom_header(path)
@@ -432,8 +442,8 @@ def _unusable_reason(path: Path) -> str:
         return f"{path.name} is damaged"
     if "PixelData" not in header:
         kind = getattr(header.get("SOPClassUID"), "name", None) or header.get("Modality", "") or "object"
-        return f"{path.name} has no pixel data: a {kind}"
-    return f"{path.name} has no usable image geometry or is damaged"
+        return f"{path.name} has no pixel data ({kind})"
+    return f"{path.name} is damaged or has no image geometry"
 
 
 # --- DICOM series checks ----------------------------------------------------------------------------------
