@@ -27,21 +27,35 @@ class qMRMLWidget(QtWidgets.QWidget):
         return self._scene
 
 
-class ctkCollapsibleButton(QtWidgets.QWidget):
+class ctkCollapsibleButton(QtWidgets.QGroupBox):
+    """A titled container; ``text`` is the title the .ui sets, ``collapsed`` is kept but not animated."""
+
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.text = ""
-        self.collapsed = False
+        self._collapsed = False
 
-    def setText(self, text):
-        self.text = text
+    def _get_text(self):
+        return self.title()
 
-    def setCollapsed(self, collapsed):
-        self.collapsed = bool(collapsed)
+    def _set_text(self, text):
+        self.setTitle(text)
+
+    def _get_collapsed(self):
+        return self._collapsed
+
+    def _set_collapsed(self, collapsed):
+        self._collapsed = bool(collapsed)
+
+    text = QtCore.Property(str, _get_text, _set_text)
+    collapsed = QtCore.Property(bool, _get_collapsed, _set_collapsed)
 
 
-class qMRMLNodeComboBox(QtWidgets.QWidget):
-    """A node selector: the scene's nodes of ``nodeTypes`` (a dynamic property set from the ``.ui``)."""
+class qMRMLNodeComboBox(QtWidgets.QComboBox):
+    """A node selector listing the scene's nodes of ``nodeTypes`` (a property set from the ``.ui``) by name.
+
+    Like the real one: without a "None" entry (``noneEnabled``) the first node is selected; the user's choice and
+    ``setCurrentNode`` both emit ``currentNodeChanged(vtkMRMLNode*)``.
+    """
 
     currentNodeChanged = QtCore.Signal(object)
 
@@ -49,7 +63,9 @@ class qMRMLNodeComboBox(QtWidgets.QWidget):
         super().__init__(parent)
         self._scene = None
         self._current_id = None
+        self._ids = []
         self._observers = []
+        self.currentIndexChanged.connect(self._user_selected)
 
     # --- properties the .ui sets ----------------------------------------------------------------------
     def _flag(self, name, default):
@@ -91,10 +107,31 @@ class qMRMLNodeComboBox(QtWidgets.QWidget):
         return found
 
     def _scene_changed(self, *args):
-        ids = [node.GetID() for node in self.nodes()]
-        if self._current_id not in ids:
-            # Like the real combo box: without a "None" entry the first node is selected.
-            self._set_current_id(ids[0] if ids and not self.noneEnabled() else None)
+        nodes = self.nodes()
+        self._ids = ([None] if self.noneEnabled() else []) + [node.GetID() for node in nodes]
+        self.blockSignals(True)
+        try:
+            self.clear()
+            for node_id in self._ids:
+                self.addItem(self.property("noneDisplay") or "None" if node_id is None
+                             else self._scene.GetNodeByID(node_id).GetName())
+        finally:
+            self.blockSignals(False)
+        if self._current_id not in self._ids:
+            self._set_current_id(self._ids[0] if self._ids else None)
+        else:
+            self._show_current()
+
+    def _show_current(self):
+        self.blockSignals(True)
+        try:
+            self.setCurrentIndex(self._ids.index(self._current_id) if self._current_id in self._ids else -1)
+        finally:
+            self.blockSignals(False)
+
+    def _user_selected(self, index):
+        if 0 <= index < len(self._ids):
+            self._set_current_id(self._ids[index])
 
     # --- selection ----------------------------------------------------------------------------------------
     def currentNode(self):
@@ -112,8 +149,10 @@ class qMRMLNodeComboBox(QtWidgets.QWidget):
 
     def _set_current_id(self, node_id):
         if node_id == self._current_id:
+            self._show_current()
             return
         self._current_id = node_id
+        self._show_current()
         self.currentNodeChanged.emit(self.currentNode())
 
 
