@@ -5,8 +5,6 @@ import os
 from dataclasses import dataclass
 from typing import Annotated, Optional
 
-import vtk
-
 import slicer
 from slicer import vtkMRMLScalarVolumeNode
 from slicer.i18n import tr as _
@@ -15,6 +13,7 @@ from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
+from EssNetSlicerLib.module_base import EssNetLogicMixin, EssNetWidgetMixin
 from SlicerEssNet.runtime import DEVICE_CHOICES
 
 #
@@ -76,18 +75,14 @@ class CT2MRISynthesisParameterNode:
 #
 
 
-class CT2MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class CT2MRISynthesisWidget(EssNetWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None) -> None:
-        ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
-        self.logic = None
-        self._parameterNode = None
-        self._parameterNodeGuiTag = None
-        self.runController = None
-        self.modelsPanel = None
+        self._initState()
+        ScriptedLoadableModuleWidget.__init__(self, parent)
 
     def setup(self) -> None:
-        from EssNetSlicerLib.models_panel import ModelChoice, ModelsPanel
+        from EssNetSlicerLib.models_panel import ModelChoice
         from EssNetSlicerLib.run_controller import RunController
 
         ScriptedLoadableModuleWidget.setup(self)
@@ -97,79 +92,13 @@ class CT2MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
 
         self.logic = CT2MRISynthesisLogic()
-
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-
         self.runController = RunController(self.ui.applyButton, self.ui.progressBar, self.ui.statusLabel)
-        self.synthesisModelChoice = ModelChoice(self.ui.modelComboBox, "synthesize",
-                                                lambda name: self._setModel("model", name))
+        self.synthesisModelChoice = ModelChoice(self.ui.modelComboBox, "synthesize", self.modelSetter("model"))
         self.segmentationModelChoice = ModelChoice(self.ui.segmentationModelComboBox, "segment",
-                                                   lambda name: self._setModel("segmentationModel", name),
-                                                   inputModality="MR")
-        self.modelsPanel = ModelsPanel(self.ui, [self.synthesisModelChoice, self.segmentationModelChoice],
-                                       self._selectedModel, statusLabel=self.ui.statusLabel)
-
-        self.ui.applyButton.clicked.connect(self.onApplyButton)
-        self.initializeParameterNode()
-        self.modelsPanel.refresh()
-        self._checkCanApply()
-
-    def cleanup(self) -> None:
-        if self.runController is not None:
-            self.runController.stop()
-        self.removeObservers()
-
-    def enter(self) -> None:
-        self.initializeParameterNode()
-        if self.modelsPanel is not None:
-            self.modelsPanel.refresh()
-
-    def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-
-    def onSceneStartClose(self, caller, event) -> None:
-        if self.runController is not None:
-            self.runController.stop()
-        self.setParameterNode(None)
-
-    def onSceneEndClose(self, caller, event) -> None:
-        if self.parent.isEntered:
-            self.initializeParameterNode()
-
-    def initializeParameterNode(self) -> None:
-        self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.inputVolume:
-            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-            if firstVolumeNode and not firstVolumeNode.IsA("vtkMRMLLabelMapVolumeNode"):
-                self._parameterNode.inputVolume = firstVolumeNode
-
-    def setParameterNode(self, inputParameterNode: Optional[CT2MRISynthesisParameterNode]) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-        self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-            self._checkCanApply()
-
-    def _selectedModel(self, choice) -> Optional[str]:
-        if self._parameterNode is None:
-            return None
-        name = self._parameterNode.model if choice is self.synthesisModelChoice else self._parameterNode.segmentationModel
-        return name or None
-
-    def _setModel(self, field: str, name: Optional[str]) -> None:
-        if self._parameterNode is not None:
-            setattr(self._parameterNode, field, name or "")
+                                                   self.modelSetter("segmentationModel"), inputModality="MR")
+        self._setupModels({self.synthesisModelChoice: "model", self.segmentationModelChoice: "segmentationModel"})
 
     def _checkCanApply(self, caller=None, event=None) -> None:
-        if self.runController is not None and self.runController.running:
-            return  # the button is Cancel while a job runs
         parameters = self._parameterNode
         reason = None
         if parameters is None or not parameters.inputVolume:
@@ -178,8 +107,7 @@ class CT2MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             reason = _("No synthesis model: import a model file (Models section).")
         elif parameters.createLiverSegmentation and not self.segmentationModelChoice.available:
             reason = _("No liver segmentation model: import one or untick the liver mask.")
-        self.ui.applyButton.setEnabled(reason is None)
-        self.ui.applyButton.setToolTip(reason or _("Translate the input into a synthetic image."))
+        self._showApplyState(reason, _("Translate the input into a synthetic image."))
         self.ui.segmentationModelComboBox.setEnabled(bool(parameters and parameters.createLiverSegmentation))
 
     def onApplyButton(self, *args) -> None:
@@ -222,7 +150,7 @@ class SynthesisResult:
     liverVolumeMl: Optional[float] = None
 
 
-class CT2MRISynthesisLogic(ScriptedLoadableModuleLogic):
+class CT2MRISynthesisLogic(EssNetLogicMixin, ScriptedLoadableModuleLogic):
     """Synthesis from MRML nodes; usable without the GUI (Python console, batch scripts, tests).
 
     ``process()`` runs to completion and returns the result nodes. ``startSynthesis()`` returns a run that a GUI
@@ -235,35 +163,21 @@ class CT2MRISynthesisLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self, jobRunner=None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self.jobRunner = jobRunner
-        self.currentRun = None
+        self._initRuns(jobRunner)
 
     def getParameterNode(self):
         return CT2MRISynthesisParameterNode(super().getParameterNode())
-
-    def requirementsPath(self) -> str:
-        return os.path.join(os.path.dirname(__file__), "Resources", "requirements.txt")
-
-    def ensureDependencies(self, interactive: bool = True, install: bool = False) -> None:
-        """PyTorch (via the PyTorch extension) and the packages of Resources/requirements.txt; see dependencies.py."""
-        from EssNetSlicerLib.dependencies import ensureDependencies
-
-        ensureDependencies(self.requirementsPath(), requester=self.moduleName, interactive=interactive,
-                           install=install)
 
     def startSynthesis(self, inputVolume, model: Optional[str] = None, device: str = "auto",
                        liverSegmentation: bool = False, segmentationModel: Optional[str] = None,
                        allowModalityMismatch: bool = False):
         """Start translating ``inputVolume``; returns the run (see ``EssNetSlicerLib.runs.PipelineRun``)."""
-        from EssNetSlicerLib.processing import startRun
         from EssNetSlicerLib.runs import RunStep
 
         steps = [RunStep("synthesize", "synthetic", model)]
         if liverSegmentation:
             steps.append(RunStep("segment", "liver", segmentationModel))
-        self.currentRun = startRun(inputVolume, steps, jobRunner=self.jobRunner, device=device,
-                                   allowModalityMismatch=allowModalityMismatch)
-        return self.currentRun
+        return self._startRun(inputVolume, steps, device, allowModalityMismatch)
 
     def applyResults(self, run, inputVolume, outputVolume=None, showResult: bool = True) -> SynthesisResult:
         """Put a finished run's results into the scene: all of them, or (on any error) none."""
@@ -313,15 +227,8 @@ class CT2MRISynthesisLogic(ScriptedLoadableModuleLogic):
         """
         run = self.startSynthesis(inputVolume, model=model, device=device, liverSegmentation=liverSegmentation,
                                   segmentationModel=segmentationModel, allowModalityMismatch=allowModalityMismatch)
-        if run.wait(timeout=timeout, progressCallback=progressCallback) == "running":
-            run.cancel()
-            run.wait()
+        self._waitFor(run, timeout, progressCallback)
         return self.applyResults(run, inputVolume, outputVolume, showResult=showResult)
-
-    def cancel(self) -> None:
-        """Cancel the run started last (from a progress callback or another thread)."""
-        if self.currentRun is not None:
-            self.currentRun.cancel()
 
 
 #

@@ -5,8 +5,6 @@ import os
 from dataclasses import dataclass
 from typing import Annotated, Optional
 
-import vtk
-
 import slicer
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
@@ -15,6 +13,7 @@ from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
+from EssNetSlicerLib.module_base import EssNetLogicMixin, EssNetWidgetMixin
 from SlicerEssNet.runtime import DEVICE_CHOICES
 
 #
@@ -78,18 +77,14 @@ class LiverSegmentationParameterNode:
 #
 
 
-class LiverSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class LiverSegmentationWidget(EssNetWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None) -> None:
-        ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
-        self.logic = None
-        self._parameterNode = None
-        self._parameterNodeGuiTag = None
-        self.runController = None
-        self.modelsPanel = None
+        self._initState()
+        ScriptedLoadableModuleWidget.__init__(self, parent)
 
     def setup(self) -> None:
-        from EssNetSlicerLib.models_panel import ModelChoice, ModelsPanel
+        from EssNetSlicerLib.models_panel import ModelChoice
         from EssNetSlicerLib.run_controller import RunController
 
         ScriptedLoadableModuleWidget.setup(self)
@@ -99,80 +94,15 @@ class LiverSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         uiWidget.setMRMLScene(slicer.mrmlScene)
 
         self.logic = LiverSegmentationLogic()
-
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-
         self.runController = RunController(self.ui.applyButton, self.ui.progressBar, self.ui.statusLabel)
-        self.segmentationModelChoice = ModelChoice(self.ui.modelComboBox, "segment",
-                                                   lambda name: self._setModel("model", name), inputModality="MR")
+        self.segmentationModelChoice = ModelChoice(self.ui.modelComboBox, "segment", self.modelSetter("model"),
+                                                   inputModality="MR")
         self.synthesisModelChoice = ModelChoice(self.ui.synthesisModelComboBox, "synthesize",
-                                                lambda name: self._setModel("synthesisModel", name),
-                                                inputModality="CT")
-        self.modelsPanel = ModelsPanel(self.ui, [self.segmentationModelChoice, self.synthesisModelChoice],
-                                       self._selectedModel, statusLabel=self.ui.statusLabel)
-
-        self.ui.applyButton.clicked.connect(self.onApplyButton)
+                                                self.modelSetter("synthesisModel"), inputModality="CT")
         self.ui.show3DButton.setSegmentationNode(None)
-        self.initializeParameterNode()
-        self.modelsPanel.refresh()
-        self._checkCanApply()
-
-    def cleanup(self) -> None:
-        if self.runController is not None:
-            self.runController.stop()
-        self.removeObservers()
-
-    def enter(self) -> None:
-        self.initializeParameterNode()
-        if self.modelsPanel is not None:
-            self.modelsPanel.refresh()
-
-    def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-
-    def onSceneStartClose(self, caller, event) -> None:
-        if self.runController is not None:
-            self.runController.stop()
-        self.setParameterNode(None)
-
-    def onSceneEndClose(self, caller, event) -> None:
-        if self.parent.isEntered:
-            self.initializeParameterNode()
-
-    def initializeParameterNode(self) -> None:
-        self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.inputVolume:
-            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-            if firstVolumeNode and not firstVolumeNode.IsA("vtkMRMLLabelMapVolumeNode"):
-                self._parameterNode.inputVolume = firstVolumeNode
-
-    def setParameterNode(self, inputParameterNode: Optional[LiverSegmentationParameterNode]) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-        self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-            self._checkCanApply()
-
-    def _selectedModel(self, choice) -> Optional[str]:
-        if self._parameterNode is None:
-            return None
-        name = self._parameterNode.model if choice is self.segmentationModelChoice else self._parameterNode.synthesisModel
-        return name or None
-
-    def _setModel(self, field: str, name: Optional[str]) -> None:
-        if self._parameterNode is not None:
-            setattr(self._parameterNode, field, name or "")
+        self._setupModels({self.segmentationModelChoice: "model", self.synthesisModelChoice: "synthesisModel"})
 
     def _checkCanApply(self, caller=None, event=None) -> None:
-        if self.runController is not None and self.runController.running:
-            return  # the button is Cancel while a job runs
         parameters = self._parameterNode
         chained = bool(parameters and parameters.inputIsCT)
         reason = None
@@ -182,8 +112,7 @@ class LiverSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             reason = _("No liver segmentation model: import a model file (Models section).")
         elif chained and not self.synthesisModelChoice.available:
             reason = _("No CT-to-MR synthesis model: import one or untick 'Input is CT'.")
-        self.ui.applyButton.setEnabled(reason is None)
-        self.ui.applyButton.setToolTip(reason or _("Segment the liver."))
+        self._showApplyState(reason, _("Segment the liver."))
         self.ui.synthesisModelComboBox.setEnabled(chained)
         self.ui.keepSyntheticCheckBox.setEnabled(chained)
         segmentation = parameters.outputSegmentation if parameters else None
@@ -240,7 +169,7 @@ class SegmentationResult:
     syntheticVolumeNode: Optional[object] = None
 
 
-class LiverSegmentationLogic(ScriptedLoadableModuleLogic):
+class LiverSegmentationLogic(EssNetLogicMixin, ScriptedLoadableModuleLogic):
     """Liver segmentation from MRML nodes; usable without the GUI (Python console, batch scripts, tests).
 
     ``process()`` runs to completion and returns the segmentation and the liver volume in mL.
@@ -253,34 +182,20 @@ class LiverSegmentationLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self, jobRunner=None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self.jobRunner = jobRunner
-        self.currentRun = None
+        self._initRuns(jobRunner)
 
     def getParameterNode(self):
         return LiverSegmentationParameterNode(super().getParameterNode())
-
-    def requirementsPath(self) -> str:
-        return os.path.join(os.path.dirname(__file__), "Resources", "requirements.txt")
-
-    def ensureDependencies(self, interactive: bool = True, install: bool = False) -> None:
-        """PyTorch (via the PyTorch extension) and the packages of Resources/requirements.txt; see dependencies.py."""
-        from EssNetSlicerLib.dependencies import ensureDependencies
-
-        ensureDependencies(self.requirementsPath(), requester=self.moduleName, interactive=interactive,
-                           install=install)
 
     def startSegmentation(self, inputVolume, model: Optional[str] = None, device: str = "auto",
                           synthesizeFirst: bool = False, synthesisModel: Optional[str] = None,
                           allowModalityMismatch: bool = False):
         """Start segmenting ``inputVolume`` (translating a CT to synthetic MR first when ``synthesizeFirst``)."""
-        from EssNetSlicerLib.processing import startRun
         from EssNetSlicerLib.runs import RunStep
 
         steps = [RunStep("synthesize", "synthetic", synthesisModel)] if synthesizeFirst else []
         steps.append(RunStep("segment", "liver", model))
-        self.currentRun = startRun(inputVolume, steps, jobRunner=self.jobRunner, device=device,
-                                   allowModalityMismatch=allowModalityMismatch)
-        return self.currentRun
+        return self._startRun(inputVolume, steps, device, allowModalityMismatch)
 
     def applyResults(self, run, inputVolume, outputSegmentation=None, keepSyntheticMR: bool = False,
                      showResult: bool = True) -> SegmentationResult:
@@ -333,16 +248,9 @@ class LiverSegmentationLogic(ScriptedLoadableModuleLogic):
         """
         run = self.startSegmentation(inputVolume, model=model, device=device, synthesizeFirst=synthesizeFirst,
                                      synthesisModel=synthesisModel, allowModalityMismatch=allowModalityMismatch)
-        if run.wait(timeout=timeout, progressCallback=progressCallback) == "running":
-            run.cancel()
-            run.wait()
+        self._waitFor(run, timeout, progressCallback)
         return self.applyResults(run, inputVolume, outputSegmentation, keepSyntheticMR=keepSyntheticMR,
                                  showResult=showResult)
-
-    def cancel(self) -> None:
-        """Cancel the run started last (from a progress callback or another thread)."""
-        if self.currentRun is not None:
-            self.currentRun.cancel()
 
 
 #
@@ -383,7 +291,7 @@ class LiverSegmentationTest(ScriptedLoadableModuleTest):
     def test_SegmentationNode(self):
         import numpy as np
 
-        from EssNetSlicerLib.segmentation import LIVER_COLOR, LIVER_TERMINOLOGY
+        from EssNetSlicerLib.segmentation import LIVER_COLOR, LIVER_TERMINOLOGY, segmentTerminology
         from SlicerEssNet.jobs import InProcessJobRunner
 
         self.delayDisplay("Liver segmentation on a small MR-like volume")
@@ -402,7 +310,7 @@ class LiverSegmentationTest(ScriptedLoadableModuleTest):
         segmentation = segmentationNode.GetSegmentation()
         self.assertEqual(segmentation.GetNumberOfSegments(), 1)
         segment = segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName("Liver"))
-        self.assertEqual(segment.GetTag(slicer.vtkSegment.GetTerminologyEntryTagName()), LIVER_TERMINOLOGY)
+        self.assertEqual(segmentTerminology(segment), LIVER_TERMINOLOGY)
         np.testing.assert_allclose(segment.GetColor(), LIVER_COLOR)
         reference = segmentationNode.GetNodeReference(
             slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole())

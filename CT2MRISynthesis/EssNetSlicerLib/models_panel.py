@@ -16,18 +16,31 @@ MODEL_FILE_FILTER = "Model weights (*.safetensors *.pt *.pth *.ckpt)"
 TASK_OF = {"synthesize": "synthesis", "segment": "segmentation"}
 
 
-def modelModalities(store, info) -> Optional[Tuple[str, str]]:
-    """(input, output) modality of a listed model from its card (installed) or its registry entry, if known."""
-    card = None
-    if info.path is not None:
+def readCard(store, model) -> Optional[dict]:
+    """The card (plain JSON) of a model name or weights path, read without torch; None when not known here."""
+    if model is None:
+        return None
+    text = str(model)
+    if os.path.isfile(text):
+        cardPath = os.path.splitext(text)[0] + ".json"
+    else:
         try:
-            with open(os.path.splitext(str(info.path))[0] + ".json", encoding="utf-8") as stream:
-                card = json.load(stream)
-        except (OSError, ValueError):
-            card = None
-    if card is None:
-        entry = store.entry(info.name)
-        card = entry.card if entry is not None else None
+            installed = store.installed_path(text)
+        except Exception:  # noqa: BLE001 - not a valid model name: nothing to read
+            return None
+        if installed is None:
+            entry = store.entry(text)
+            return entry.card if entry is not None else None
+        cardPath = os.path.splitext(str(installed))[0] + ".json"
+    try:
+        with open(cardPath, encoding="utf-8") as stream:
+            return json.load(stream)
+    except (OSError, ValueError):
+        return None
+
+
+def cardModalities(card) -> Optional[Tuple[str, str]]:
+    """(input, output) modality named by a card, upper case; None when the card does not say."""
     try:
         return str(card["input"]["modality"]).upper(), str(card["output"]["modality"]).upper()
     except (KeyError, TypeError):
@@ -57,7 +70,7 @@ class ModelChoice:
         for info in store.list():
             if info.task != TASK_OF[self.task]:
                 continue
-            modalities = modelModalities(store, info)
+            modalities = cardModalities(readCard(store, info.path or info.name))
             if self.inputModality and modalities and modalities[0] != self.inputModality:
                 continue
             notes = []
@@ -91,8 +104,10 @@ class ModelChoice:
         if self.model != selected and self.onChanged is not None:
             self.onChanged(self.model)  # the parameter node names what the combo box shows
 
-    def _indexChanged(self, index) -> None:
-        self._index = int(index)
+    def _indexChanged(self, *args) -> None:
+        # Read the index from the widget: in PythonQt the signal may arrive through its QString overload.
+        current = self.comboBox.currentIndex
+        self._index = int(current() if callable(current) else current)  # a method in PySide, a property in PythonQt
         if self.onChanged is not None:
             self.onChanged(self.model)
 

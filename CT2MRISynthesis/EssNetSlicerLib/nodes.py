@@ -99,24 +99,32 @@ def placeBeside(node, referenceNode) -> None:
         hierarchy.CreateItem(parent, node)
 
 
+def nodeIds() -> set:
+    scene = slicer.mrmlScene
+    return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+
+
 class SceneChanges:
     """Context manager: nodes added to the scene inside the block are removed again if the block raises.
 
     Results are put into the scene in one go after a job succeeded; if that step itself fails half-way, the scene
-    goes back to exactly what it was (no half-built output node).
+    goes back to exactly what it was (no half-built output node). ``undo()`` removes the added nodes on demand
+    (the batch script clears each case this way, display and storage nodes included).
     """
 
     def __enter__(self):
-        scene = slicer.mrmlScene
-        self._before = {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+        self._before = nodeIds()
         return self
 
     def __exit__(self, excType, exc, traceback):
-        if excType is None:
-            return False
-        scene = slicer.mrmlScene
-        added = [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes())]
-        for node in added:
-            if node is not None and node.GetID() not in self._before and node.GetScene() is not None:
-                scene.RemoveNode(node)
+        if excType is not None:
+            self.undo()
         return False
+
+    def undo(self) -> None:
+        scene = slicer.mrmlScene
+        added = [scene.GetNodeByID(nodeId) for nodeId in nodeIds() - self._before]
+        for node in added:
+            # Singletons (the subject hierarchy node, ...) are shared scene infrastructure, not results.
+            if node is not None and node.GetScene() is not None and not node.GetSingletonTag():
+                scene.RemoveNode(node)

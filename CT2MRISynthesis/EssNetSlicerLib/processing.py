@@ -21,8 +21,29 @@ def startRun(inputVolumeNode, steps: List[RunStep], *, jobRunner=None, device: s
     from .nodes import volumeFromNode
 
     volume = volumeFromNode(inputVolumeNode)
+    preflight(volume, inputVolumeNode.GetName(), steps[0], allowModalityMismatch)
     return PipelineRun(jobRunner if jobRunner is not None else defaultJobRunner(), volume, steps, device=device,
                        allowModalityMismatch=allowModalityMismatch)
+
+
+def preflight(volume, name: str, firstStep: RunStep, allowModalityMismatch: bool) -> None:
+    """The checks the worker would make first, made here at once with the specific error class: a wrong input
+    fails in a fraction of a second instead of after a worker process has started and loaded torch."""
+    from SlicerEssNet.model_store import ModelStore
+    from SlicerEssNet.validation import check_volume, modality_mismatch
+
+    from .models_panel import TASK_OF, readCard
+
+    check_volume(volume)
+    store = ModelStore()
+    model = firstStep.model if firstStep.model is not None else store.default_model(TASK_OF[firstStep.task]).name
+    card = readCard(store, model)
+    expected = (card or {}).get("input", {}).get("modality")
+    reason = modality_mismatch(volume, expected) if expected and not allowModalityMismatch else None
+    if reason:
+        raise errors.ModalityMismatchError(
+            f"'{name}' does not look like {expected} ({reason}): choose a {expected} volume or a model for this "
+            "modality, or allow the modality mismatch (Advanced) to go on anyway")
 
 
 def raiseIfNotSucceeded(run: PipelineRun) -> None:
@@ -75,29 +96,10 @@ def resultName(inputVolumeNode, suffix: str, existing: Optional[object] = None) 
 
 def modelModalitiesOf(run: PipelineRun, stepOutput: str):
     """(input, output) modality of the model a step used, from its card; None when it cannot be told."""
-    import json
-    import os
+    from SlicerEssNet.model_store import ModelStore
+
+    from .models_panel import cardModalities, readCard
 
     index = next(i for i, step in enumerate(run.steps) if step.output == stepOutput)
-    step = run.steps[index]
-    cardPath = None
-    if step.model and os.path.isfile(str(step.model)):
-        cardPath = os.path.splitext(str(step.model))[0] + ".json"
-    else:
-        name = run.reports[index].get("model") if index < len(run.reports) else step.model
-        try:
-            from SlicerEssNet.model_store import ModelStore
-
-            from .models_panel import modelModalities
-
-            store = ModelStore()
-            info = next((row for row in store.list() if row.name == name), None)
-            return modelModalities(store, info) if info is not None else None
-        except Exception:  # noqa: BLE001 - only used to name the result
-            return None
-    try:
-        with open(cardPath, encoding="utf-8") as stream:
-            card = json.load(stream)
-        return str(card["input"]["modality"]).upper(), str(card["output"]["modality"]).upper()
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    used = run.reports[index].get("model") if index < len(run.reports) else None
+    return cardModalities(readCard(ModelStore(), run.steps[index].model or used))

@@ -54,6 +54,14 @@ def setLiverSegment(labels: np.ndarray, referenceVolumeNode, segmentationNode=No
     return segmentationNode
 
 
+def segmentTerminology(segment) -> str:
+    """The serialised terminology entry of a segment ("" when it has none)."""
+    import vtk
+
+    value = vtk.reference("")
+    return value.get() if segment.GetTag(slicer.vtkSegment.GetTerminologyEntryTagName(), value) else ""
+
+
 def liverSegmentId(segmentationNode) -> str:
     segmentId = segmentationNode.GetSegmentation().GetSegmentIdBySegmentName(LIVER_SEGMENT_NAME)
     if not segmentId:

@@ -94,7 +94,7 @@ class ProgressPrinter:
 
 def runCase(path: Path, args, logic, outputFolder: Path) -> dict:
     import slicer
-    from EssNetSlicerLib.nodes import volumeFromNode
+    from EssNetSlicerLib.nodes import SceneChanges, volumeFromNode
     from EssNetSlicerLib.segmentation import liverSegmentId
     from SlicerEssNet.volume_io import read_volume, write_volume
 
@@ -102,51 +102,46 @@ def runCase(path: Path, args, logic, outputFolder: Path) -> dict:
     row = {"case": name, "input": str(path), "task": args.task, "status": "failed", "output": "",
            "liver_volume_ml": "", "seconds": "", "model": "", "device": "", "message": ""}
     started = time.monotonic()
-    added = []
-    try:
-        volume = read_volume(path)
-        inputNode = slicer.util.addVolumeFromArray(volume.array, volume.ijk_to_ras(), name=name)
-        added.append(inputNode)
-        progress = ProgressPrinter(args.label)
-        options = dict(device=args.device, allowModalityMismatch=args.allow_modality_mismatch,
-                       progressCallback=progress, showResult=False)
-        destination = outputFolder / f"{name}{SUFFIXES[args.task]}.nii.gz"
-        if args.task == "synthesize":
-            result = logic.process(inputNode, model=args.model, liverSegmentation=args.liver_mask,
-                                   segmentationModel=args.segmentation_model, **options)
-            added += [node for node in (result.volumeNode, result.segmentationNode) if node is not None]
-            write_volume(volumeFromNode(result.volumeNode), destination)
-            provenanceNode = result.volumeNode
-            liverNode, liverMl = result.segmentationNode, result.liverVolumeMl
-        else:
-            result = logic.process(inputNode, model=args.model, synthesizeFirst=args.from_ct,
-                                   synthesisModel=args.synthesis_model, **options)
-            added += [node for node in (result.segmentationNode, result.syntheticVolumeNode) if node is not None]
-            provenanceNode = liverNode = result.segmentationNode
-            liverMl = result.liverVolumeMl
-            destination = None
-        outputs = [] if destination is None else [destination]
-        if liverNode is not None:
-            labels = slicer.util.arrayFromSegmentBinaryLabelmap(liverNode, liverSegmentId(liverNode), inputNode)
-            liverFile = outputFolder / f"{name}{SUFFIXES['segment']}.nii.gz"
-            write_volume(volume.with_array(labels.astype("uint8")), liverFile)
-            outputs.append(liverFile)
-            row["liver_volume_ml"] = f"{liverMl:.2f}"
-        row.update(status="succeeded", output=";".join(str(p) for p in outputs),
-                   model=provenanceNode.GetAttribute("SlicerEssNet.model") or "",
-                   device=provenanceNode.GetAttribute("SlicerEssNet.device") or "")
-    except Exception as error:  # noqa: BLE001 - one failed case must not stop the cohort
-        from SlicerEssNet.errors import CancelledError, EssNetError
+    with SceneChanges() as caseNodes:  # everything this case adds is removed at the end
+        try:
+            volume = read_volume(path)
+            inputNode = slicer.util.addVolumeFromArray(volume.array, volume.ijk_to_ras(), name=name)
+            progress = ProgressPrinter(args.label)
+            options = dict(device=args.device, allowModalityMismatch=args.allow_modality_mismatch,
+                           progressCallback=progress, showResult=False)
+            destination = outputFolder / f"{name}{SUFFIXES[args.task]}.nii.gz"
+            if args.task == "synthesize":
+                result = logic.process(inputNode, model=args.model, liverSegmentation=args.liver_mask,
+                                       segmentationModel=args.segmentation_model, **options)
+                write_volume(volumeFromNode(result.volumeNode), destination)
+                provenanceNode = result.volumeNode
+                liverNode, liverMl = result.segmentationNode, result.liverVolumeMl
+            else:
+                result = logic.process(inputNode, model=args.model, synthesizeFirst=args.from_ct,
+                                       synthesisModel=args.synthesis_model, **options)
+                provenanceNode = liverNode = result.segmentationNode
+                liverMl = result.liverVolumeMl
+                destination = None
+            outputs = [] if destination is None else [destination]
+            if liverNode is not None:
+                labels = slicer.util.arrayFromSegmentBinaryLabelmap(liverNode, liverSegmentId(liverNode), inputNode)
+                liverFile = outputFolder / f"{name}{SUFFIXES['segment']}.nii.gz"
+                write_volume(volume.with_array(labels.astype("uint8")), liverFile)
+                outputs.append(liverFile)
+                row["liver_volume_ml"] = f"{liverMl:.2f}"
+            row.update(status="succeeded", output=";".join(str(p) for p in outputs),
+                       model=provenanceNode.GetAttribute("SlicerEssNet.model") or "",
+                       device=provenanceNode.GetAttribute("SlicerEssNet.device") or "")
+        except Exception as error:  # noqa: BLE001 - one failed case must not stop the cohort
+            from SlicerEssNet.errors import CancelledError, EssNetError
 
-        row["status"] = "cancelled" if isinstance(error, CancelledError) else "failed"
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        row["message"] = message if isinstance(error, EssNetError) else f"{type(error).__name__}: {message}"
-        print(f"{args.label} FAILED: {row['message']}", flush=True)
-    finally:
-        for node in reversed(added):
-            if node.GetScene() is not None:
-                slicer.mrmlScene.RemoveNode(node)
-        row["seconds"] = f"{time.monotonic() - started:.1f}"
+            row["status"] = "cancelled" if isinstance(error, CancelledError) else "failed"
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            row["message"] = message if isinstance(error, EssNetError) else f"{type(error).__name__}: {message}"
+            print(f"{args.label} FAILED: {row['message']}", flush=True)
+        finally:
+            caseNodes.undo()
+            row["seconds"] = f"{time.monotonic() - started:.1f}"
     return row
 
 

@@ -17,8 +17,8 @@ ACCEPTED_CATEGORIES = {"Segmentation", "Image Synthesis", "Quantification", "Reg
 
 
 def cmake_text(path: Path) -> str:
-    """CMake source without comments."""
-    return "\n".join(line.split("#", 1)[0] for line in path.read_text().splitlines())
+    """CMake source without comments (a "#" after whitespace or at the start of a line; URLs keep theirs)."""
+    return "\n".join(re.sub(r"(^|\s)#.*$", "", line) for line in path.read_text().splitlines())
 
 
 def cmake_list(text: str, variable: str, substitutions: dict) -> list:
