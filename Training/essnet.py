@@ -41,8 +41,12 @@ class GeneratorSide(nn.Module):
 
         self.ct_to_mr = init_weights(build_network(generator_architecture(options)), "normal", 0.02)
         self.mr_to_ct = init_weights(build_network(generator_architecture(options)), "normal", 0.02)
-        self.segmenter = (init_weights(build_network(segmenter_architecture(options)), "normal", 0.02)
-                          if options.seg_weight > 0 else None)
+        self.segmenter = None
+        if options.seg_weight > 0:
+            # Drawn from a side stream, so EssNet and the ablation start from identical generators and Ds.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(torch.initial_seed() + 1)
+                self.segmenter = init_weights(build_network(segmenter_architecture(options)), "normal", 0.02)
         self.identity = options.lambda_identity > 0
 
     def forward(self, real_ct: torch.Tensor, real_mr: torch.Tensor) -> dict:

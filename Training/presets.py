@@ -26,8 +26,8 @@ class DataOptions:
     rotate_deg: float = 8.0
     scale: float = 0.08
     translate_px: float = 6.0
-    intensity_scale: float = 0.08
-    intensity_gamma: float = 0.1  # log-gamma range
+    intensity_scale: float = 0.12
+    intensity_gamma: float = 0.4  # log-gamma range: organ contrast varies between patients (CHAOS 15)
 
 
 @dataclass
@@ -39,8 +39,8 @@ class SynthesisOptions:
     seg_n_blocks: int = 6
     crop: int = 96  # generators are fully convolutional: train on crops, apply to whole slices
     batch_size: int = 1
-    iterations: int = 2000
-    decay_from: int = 1000  # constant LR until here, then linear decay to 0
+    iterations: int = 2500
+    decay_from: int = 1250  # constant LR until here, then linear decay to 0
     lr: float = 2e-4
     beta1: float = 0.5
     lambda_cycle: float = 10.0
@@ -55,15 +55,15 @@ class SynthesisOptions:
 class SegmentationOptions:
     base: int = 24  # classic U-Net width (shipped: fp16 size budget)
     batch_size: int = 4
-    iterations: int = 1200
-    decay_from: int = 900
+    iterations: int = 1500
+    decay_from: int = 1000
     lr: float = 1e-3
     weight_decay: float = 1e-5
     dice_weight: float = 1.0
-    eval_every: int = 150  # validation patients scored; the best checkpoint is kept
+    eval_every: int = 100  # validation patients scored; the best checkpoint is kept
     synthetic_fraction: float = 0.5  # share of each batch drawn from synthetic MR in the mixed arms
-    autocast_bf16: bool = False
-    checkpoint_every: int = 150
+    autocast_bf16: bool = True  # about 2x faster on CPUs with native bf16; off for the paper preset on GPU
+    checkpoint_every: int = 100  # <= one epoch of the real MR training slices
     # The peer: MONAI's 2D UNet with residual units and DiceCE, same split, size and budget.
     monai_channels: tuple = (24, 48, 96, 192, 384)
     monai_num_res_units: int = 2
@@ -122,6 +122,7 @@ def _paper() -> Preset:
         ),
         segmentation=SegmentationOptions(
             base=64, iterations=20000, decay_from=15000, lr=2e-4, eval_every=1000, checkpoint_every=1000,
+            autocast_bf16=False,
             monai_channels=(32, 64, 128, 256, 512),
         ),
     )

@@ -25,7 +25,8 @@ def translate_cases(loaded, cases, folder, tag: str, log=None) -> list:
             ct, liver = load_case(case)
             mr = predict(loaded, ct)
             write_volume(liver, label_path)
-            write_volume(mr.with_array(np.asarray(mr.array, dtype=np.float32)), image_path)
+            # int16 on the 0-1000 scale: 1-unit steps lose nothing a U-Net sees and the files are 5x smaller.
+            write_volume(mr.with_array(np.clip(np.rint(mr.array), -32768, 32767).astype(np.int16)), image_path)
             if log:
                 log(f"  {case.patient}: {ct.shape[0]} slices -> {image_path.name}")
         synthetic.append(Case(case.patient, "MR", str(image_path), str(label_path), source=f"synthetic-{tag}"))

@@ -1,0 +1,115 @@
+"""Patient-level splits, deterministic sampling, and slices made exactly like the inference engine makes them."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from Training.augment import crop_or_pad, random_affine
+from Training.cohorts import Case, low_data_subset, make_split, real_cases, split_patients
+from Training.sampling import batch_indices
+from Training.slices import build_slice_set, mr_intensity_spec, to_model_grid
+
+
+def _cases(n, modality="MR"):
+    return [Case(f"p{i:02d}", modality, f"/x/{i}.nii.gz", f"/x/{i}_l.nii.gz") for i in range(n)]
+
+
+def test_split_is_patient_level_seeded_and_complete():
+    cases = _cases(15)
+    split = split_patients(cases, 4, seed=0)
+    assert len(split["val"]) == 4 and len(split["train"]) == 11
+    assert not set(split["train"]) & set(split["val"])
+    assert set(split["train"]) | set(split["val"]) == {c.patient for c in cases}
+    assert split == split_patients(list(reversed(cases)), 4, seed=0)  # order of discovery does not matter
+    assert split != split_patients(cases, 4, seed=1)
+    low = low_data_subset(split["train"], 5, seed=0)
+    assert len(low) == 5 and set(low) <= set(split["train"])
+    with pytest.raises(ValueError):
+        split_patients(cases, 15, seed=0)
+
+
+def test_split_on_the_real_data_never_shares_a_patient(shared_data):
+    cases = real_cases(shared_data)
+    split = make_split(cases, 5, 4, 5, seed=0)
+    assert len(cases["MR"]) == 15 and len(cases["CT"]) >= 25
+    for modality in ("CT", "MR"):
+        assert not set(split[modality]["train"]) & set(split[modality]["val"])
+    # Slices of one patient all land on one side of the split.
+    mr_val = [c for c in cases["MR"] if c.patient in split["MR"]["val"]]
+    assert {c.image for c in mr_val}.isdisjoint({c.image for c in cases["MR"] if c.patient in split["MR"]["train"]})
+
+
+def test_batches_are_a_pure_function_of_seed_and_iteration():
+    first = [batch_indices(10, 3, i, seed=4) for i in range(7)]
+    again = [batch_indices(10, 3, i, seed=4) for i in range(7)]
+    assert first == again
+    # One epoch (3 steps of 3 out of 10) never repeats an item.
+    assert len(set(sum(first[:3], []))) == 9
+    # Two ranks split each global batch without overlap.
+    rank0 = batch_indices(10, 2, 5, seed=4, rank=0, world_size=2)
+    rank1 = batch_indices(10, 2, 5, seed=4, rank=1, world_size=2)
+    assert len(rank0) == len(rank1) == 2 and not set(rank0) & set(rank1)
+
+
+def test_model_grid_slices_match_the_inference_engine(tmp_path):
+    """Training inputs = what SliceEngine feeds the network (same normalisation, grid and padding)."""
+    from SlicerEssNet.geometry import CanonicalFrame, GridSpec, SliceGrid
+    from SlicerEssNet.inference import SliceEngine, SliceTask
+    from SlicerEssNet.preprocessing import intensity_transform, volume_statistics
+
+    from Training.phantoms import MR_GEOMETRY, make_phantom
+
+    image, labels = make_phantom(2, "MR", **MR_GEOMETRY)
+    grid = {"mode": "spacing", "spacing_mm": 4.0, "size": 64, "multiple_of": 16}
+    images, label_slices = to_model_grid(image, labels.with_array((labels.array == 1).astype(np.uint8)),
+                                         mr_intensity_spec(), grid)
+
+    captured = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x):
+            captured.append(x.detach().float().clone())
+            return x
+
+    frame = CanonicalFrame.of(image)
+    source = frame.to_canonical(image.array)
+    slice_grid = SliceGrid.plan(source.shape[1:], frame.canonical_spacing(image.spacing)[1:], GridSpec(**grid))
+    scale, offset = intensity_transform(mr_intensity_spec(), volume_statistics(image.array, mr_intensity_spec()))
+    engine = SliceEngine(Recorder(), device="cpu", precision="fp32", threads=1)
+    engine.run(source, np.zeros(source.shape, np.float32), SliceTask(slice_grid, scale, offset))
+    engine_inputs = torch.cat(captured)[:, 0]
+    assert engine_inputs.shape == images.shape
+    torch.testing.assert_close(images, engine_inputs, atol=1e-5, rtol=0)
+    # Labels are on the same grid, liver in the patient's right half (image left in the canonical frame).
+    assert label_slices.shape == images.shape
+    columns = torch.nonzero(label_slices)[:, 2].float()
+    assert columns.mean() < images.shape[2] / 2
+
+
+def test_augmentation_never_mirrors_and_identity_is_exact():
+    generator = torch.Generator().manual_seed(0)
+    image = torch.full((1, 1, 32, 32), -1.0)
+    image[..., 8:24, 2:10] = 1.0  # an organ on the image left
+    label = (image[:, 0] > 0).long()
+    same, same_label = random_affine(image, label, generator, rotate_deg=0.0, scale=0.0, translate_px=0.0)
+    torch.testing.assert_close(same, image)
+    assert torch.equal(same_label, label)
+    for _ in range(20):
+        moved, moved_label = random_affine(image, label, generator, rotate_deg=8.0, scale=0.08, translate_px=3.0)
+        columns = torch.nonzero(moved_label[0])[:, 1].float()
+        assert columns.mean() < 16  # still on the left: small jitter, no flip
+        assert moved.min() >= -1.0 - 1e-6  # outside the slice is background
+    cropped, cropped_label = crop_or_pad(image, label, 48)
+    assert cropped.shape[-2:] == (48, 48) and cropped[..., 0, 0].item() == -1.0
+    assert cropped_label.sum() == label.sum()
+
+
+def test_slice_set_reads_real_mr_through_the_core(shared_data):
+    cases = real_cases(shared_data)["MR"][:1]
+    grid = {"mode": "spacing", "spacing_mm": 2.5, "size": 128, "multiple_of": 16}
+    slices = build_slice_set(cases, grid)
+    assert slices.images[0].shape[1:] == (128, 128)  # 256 x 1.25 mm = 320 mm = 128 px at 2.5 mm
+    images, labels = slices.batch(list(range(len(slices))), 128)
+    assert images.min() >= -1 and images.max() <= 1
+    assert 0.01 < labels.float().mean() < 0.3  # the liver is a sizeable part of the abdomen
