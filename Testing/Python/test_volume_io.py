@@ -284,7 +284,7 @@ def test_files_without_pixel_data(tmp_path):
     dataset = pydicom.dcmread(str(folder / "slice002.dcm"))
     del dataset.PixelData
     dataset.save_as(str(folder / "slice002.dcm"))
-    with pytest.raises(DicomSeriesError, match="slice002.dcm has no pixel data") as caught:
+    with pytest.raises(DicomSeriesError, match="slice002.dcm belongs to the series but has no pixel data") as caught:
         read_volume(folder)
     one_line(caught)
     alone = tmp_path / "alone"
