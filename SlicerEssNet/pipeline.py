@@ -20,6 +20,8 @@ from .volume import Volume
 log = logging.getLogger(__name__)
 
 TASKS = {"synthesize": "synthesis", "segment": "segmentation"}
+# Without --model: CT -> MR synthesis, and liver segmentation on MR.
+DEFAULT_INPUT_MODALITY = {"synthesis": "CT", "segmentation": "MR"}
 
 
 @dataclass
@@ -46,7 +48,8 @@ def resolve_model(model, task: str):
 
         store = ModelStore()
         if model is None:
-            model = store.default_model(TASKS.get(task, task))
+            wanted = TASKS.get(task, task)
+            model = store.default_model(wanted, DEFAULT_INPUT_MODALITY.get(wanted))
         candidate = Path(str(model)).expanduser()
         path = candidate if candidate.suffix and candidate.exists() else store.resolve(str(model))
         loaded = load_model(path)
