@@ -107,6 +107,8 @@ class CT2MRISynthesisWidget(EssNetWidgetMixin, ScriptedLoadableModuleWidget, VTK
             reason = _("No synthesis model: import a model file (Models section).")
         elif parameters.createLiverSegmentation and not self.segmentationModelChoice.available:
             reason = _("No liver segmentation model: import one or untick the liver mask.")
+        elif parameters.createLiverSegmentation and (self.synthesisModelChoice.modalities or ("", "MR"))[1] != "MR":
+            reason = _("The liver mask is segmented on synthetic MR: choose a CT-to-MR model or untick it.")
         self._showApplyState(reason, _("Translate the input into a synthetic image."))
         self.ui.segmentationModelComboBox.setEnabled(bool(parameters and parameters.createLiverSegmentation))
 

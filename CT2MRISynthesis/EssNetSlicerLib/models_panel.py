@@ -56,7 +56,8 @@ class ModelChoice:
         self.task = task
         self.inputModality = inputModality
         self.onChanged = onChanged
-        self._items: List[Tuple[str, Optional[str], str]] = []  # (label, model name or None, description)
+        # (label, model name or None, description, (input, output) modality or None)
+        self._items: List[Tuple[str, Optional[str], str, Optional[Tuple[str, str]]]] = []
         self._index = -1
         comboBox.currentIndexChanged.connect(self._indexChanged)
 
@@ -82,11 +83,11 @@ class ModelChoice:
             if not info.installed:
                 notes.append("downloaded on first use")
             label = f"{info.name} {info.version}" + (f" ({', '.join(notes)})" if notes else "")
-            items.append((label, info.name, info.description or ""))
+            items.append((label, info.name, info.description or "", modalities))
         if not items:
-            items.append(("No model available: import a model file", None, ""))
+            items.append(("No model available: import a model file", None, "", None))
         self._items = items
-        names = [name for _, name, _ in items]
+        names = [item[1] for item in items]
         index = names.index(selected) if selected in names else (names.index(defaultName) if defaultName in names
                                                                   else 0)
         import qt
@@ -94,7 +95,7 @@ class ModelChoice:
         self.comboBox.blockSignals(True)
         try:
             self.comboBox.clear()
-            for position, (label, _, description) in enumerate(items):
+            for position, (label, _, description, _) in enumerate(items):
                 self.comboBox.addItem(label)
                 self.comboBox.setItemData(position, description, qt.Qt.ToolTipRole)
             self.comboBox.setCurrentIndex(index)
@@ -124,6 +125,11 @@ class ModelChoice:
     @property
     def description(self) -> str:
         return self._items[self._index][2] if 0 <= self._index < len(self._items) else ""
+
+    @property
+    def modalities(self) -> Optional[Tuple[str, str]]:
+        """(input, output) modality of the chosen model, from its card; None when unknown."""
+        return self._items[self._index][3] if 0 <= self._index < len(self._items) else None
 
 
 class ModelsPanel:

@@ -20,8 +20,10 @@ from typing import Callable, Dict, List, Optional
 
 from SlicerEssNet.jobs import CANCELLED, FAILED, RUNNING, SUCCEEDED, JobRequest
 
-# Uncompressed NRRD keeps exact geometry and costs no CPU time to write or read.
-INTERMEDIATE_SUFFIX = ".nrrd"
+# Uncompressed NIfTI: the input is written on the GUI thread, and the core's writer gzips NRRD and MetaImage (seconds
+# for a large CT). NIfTI's float32 header rounds the geometry by ~1e-5 mm, which does not matter: the worker only
+# reads which axis is axial and the spacing, and results take the input node's own IJK-to-RAS matrix.
+INTERMEDIATE_SUFFIX = ".nii"
 
 
 @dataclass

@@ -483,7 +483,7 @@ def test_batch_script_processes_a_cohort_and_reports_failures(slicer, modules, s
                              "--segmentation-model", tiny_models["segmentation"]])
     assert code == EssNetBatch.EXIT_FAILED, "one case failed"
     printed = capsys.readouterr().out
-    assert "[2/2] ct_00:" in printed and "100%" in printed and "1 of 2 cases succeeded" in printed
+    assert "[2/2] ct_00: Done in" in printed and "1 of 2 cases succeeded" in printed
     with open(tmp_path / "out" / "summary.csv", newline="") as stream:
         rows = {row["case"]: row for row in csv.DictReader(stream)}
     assert rows["broken"]["status"] == "failed" and rows["broken"]["message"]
@@ -508,3 +508,26 @@ def test_batch_script_usage_errors_and_self_test(modules, tmp_path):
         EssNetBatch.EXIT_USAGE
     assert EssNetBatch.main(["--task", "nonsense"]) == EssNetBatch.EXIT_USAGE
     assert EssNetBatch.main(["--self-test"]) == EssNetBatch.EXIT_OK
+
+
+def test_an_mr_to_ct_model_makes_synthetic_ct_and_is_offered_with_its_direction(slicer, modules, tiny_models,
+                                                                                tmp_path):
+    from SlicerEssNet.weights import create_untrained_model
+
+    mr_to_ct = create_untrained_model("synthesis", tmp_path / "tiny-mr2ct", width=4, input_modality="MR")
+    widget = new_widget(modules, "CT2MRISynthesis")
+    ui = widget.ui
+    for model in (tiny_models["synthesis"], mr_to_ct, tiny_models["segmentation"]):
+        widget.modelsPanel.importModelFile(model)
+    labels = [ui.modelComboBox.itemText(i) for i in range(ui.modelComboBox.count())]
+    assert labels == ["tiny-ct2mr 0.0.0 (CT \u2192 MR)", "tiny-mr2ct 0.0.0 (MR \u2192 CT)"]
+    mr = mr_like(slicer)
+    widget.initializeParameterNode()
+    ui.modelComboBox.setCurrentIndex(1)
+    assert widget._parameterNode.model == "tiny-mr2ct" and ui.applyButton.isEnabled()
+    ui.liverSegmentationCheckBox.setChecked(True)
+    assert not ui.applyButton.isEnabled() and "CT-to-MR" in ui.applyButton.toolTip()
+
+    result = logic_of(modules, "CT2MRISynthesis", in_process()).process(mr, model="tiny-mr2ct", device="cpu")
+    assert result.volumeNode.GetName() == "MR synthetic CT"
+    assert np.array_equal(ijk_to_ras(result.volumeNode), ijk_to_ras(mr))
