@@ -245,6 +245,13 @@ class CT2MRISynthesisTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
+        from EssNetSlicerLib.dependencies import torchAvailable
+
+        self.setUp()
+        self.test_RefusesTransformedInput()
+        if not torchAvailable():
+            self.delayDisplay("PyTorch is not installed (PyTorch extension): the model runs are skipped")
+            return
         self.setUp()
         self.test_SynthesisKeepsGeometry()
         self.setUp()
@@ -272,6 +279,19 @@ class CT2MRISynthesisTest(ScriptedLoadableModuleTest):
         ijkToRas = np.array([[-0.8, 0.0, 0.0, 120.0], [0.0, -0.8, 0.0, 95.0], [0.0, 0.0, 2.5, -40.0],
                              [0.0, 0.0, 0.0, 1.0]])
         return slicer.util.addVolumeFromArray(array, ijkToRas, name=name)
+
+    def test_RefusesTransformedInput(self):
+        from SlicerEssNet.errors import InputImageError
+
+        self.delayDisplay("A volume under a transform is refused and the scene is left alone")
+        inputVolume = self._ctLikeVolume()
+        transform = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+        inputVolume.SetAndObserveTransformNodeID(transform.GetID())
+        nodesBefore = slicer.mrmlScene.GetNumberOfNodes()
+        with self.assertRaises(InputImageError) as caught:
+            CT2MRISynthesisLogic().startSynthesis(inputVolume)
+        self.assertIn("Harden transform", str(caught.exception))
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodesBefore)
 
     def test_SynthesisKeepsGeometry(self):
         import numpy as np

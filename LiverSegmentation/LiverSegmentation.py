@@ -266,6 +266,13 @@ class LiverSegmentationTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
+        from EssNetSlicerLib.dependencies import torchAvailable
+
+        self.setUp()
+        self.test_RefusesLabelmapInput()
+        if not torchAvailable():
+            self.delayDisplay("PyTorch is not installed (PyTorch extension): the model runs are skipped")
+            return
         self.setUp()
         self.test_SegmentationNode()
         self.setUp()
@@ -287,6 +294,19 @@ class LiverSegmentationTest(ScriptedLoadableModuleTest):
         ijkToRas = np.array([[-1.25, 0.0, 0.0, 160.0], [0.0, -1.25, 0.0, 140.0], [0.0, 0.0, 7.7, -50.0],
                              [0.0, 0.0, 0.0, 1.0]])
         return slicer.util.addVolumeFromArray(array, ijkToRas, name=name)
+
+    def test_RefusesLabelmapInput(self):
+        import numpy as np
+
+        from SlicerEssNet.errors import InputImageError
+
+        self.delayDisplay("A labelmap is not an image to segment")
+        labelmap = slicer.util.addVolumeFromArray(np.zeros((3, 8, 8), np.uint8), np.eye(4), name="labels",
+                                                  nodeClassName="vtkMRMLLabelMapVolumeNode")
+        with self.assertRaises(InputImageError) as caught:
+            LiverSegmentationLogic().startSegmentation(labelmap)
+        self.assertIn("not a scalar image", str(caught.exception))
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"), 0)
 
     def test_SegmentationNode(self):
         import numpy as np

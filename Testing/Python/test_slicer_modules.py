@@ -129,6 +129,18 @@ def test_module_self_test_passes(slicer, modules, name):
     slicer.selfTests[name](msec=0)
 
 
+@pytest.mark.parametrize("name", MODULES)
+def test_module_self_test_without_torch_runs_the_checks_that_need_none(slicer, modules, name, monkeypatch):
+    """A Slicer without the PyTorch extension (an extension-build CI machine) still runs the input checks."""
+    import EssNetSlicerLib.dependencies as dependencies
+
+    monkeypatch.setattr(dependencies, "torchAvailable", lambda: False)
+    messages = []
+    monkeypatch.setattr(slicer.util, "delayDisplay", lambda message, *args, **kwargs: messages.append(message))
+    slicer.selfTests[name](msec=0)
+    assert messages[-1].startswith("PyTorch is not installed") and len(messages) == 2
+
+
 def test_module_code_runs_on_slicers_oldest_python(repo_root):
     """Slicer 5.8 ships Python 3.9: no newer syntax, the future import everywhere, no third-party import at file
     scope in the module files (the Extensions Index review flags it; torch would load at Slicer start-up)."""
@@ -217,6 +229,13 @@ def test_segmentation_on_real_mr_sets_reference_geometry_and_terminology(slicer,
     np.testing.assert_allclose(segment.GetColor(), np.array([221, 130, 101]) / 255.0)
     assert LIVER_COLOR == pytest.approx((221 / 255, 130 / 255, 101 / 255))
     assert node.GetAttribute("SlicerEssNet.liverVolumeMl") == f"{result.liverVolumeMl:.3f}"
+    import vtk
+
+    labelmap = node.GetBinaryLabelmapInternalRepresentation(segmentation.GetSegmentIdBySegmentName("Liver"))
+    matrix = vtk.vtkMatrix4x4()
+    labelmap.GetImageToWorldMatrix(matrix)
+    assert np.allclose(slicer.util.arrayFromVTKMatrix(matrix), ijk_to_ras(mr), atol=1e-9), \
+        "the segment's voxels lie on the MR's voxel grid (LAS)"
 
 
 def test_liver_terminology_parses_as_slicers_snomed_liver(slicer):
