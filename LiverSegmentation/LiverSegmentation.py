@@ -100,6 +100,7 @@ class LiverSegmentationWidget(EssNetWidgetMixin, ScriptedLoadableModuleWidget, V
         self.synthesisModelChoice = ModelChoice(self.ui.synthesisModelComboBox, "synthesize",
                                                 self.modelSetter("synthesisModel"), inputModality="CT")
         self.ui.show3DButton.setSegmentationNode(None)
+        self._liverVolumeKey = None  # (node, segment, voxels' modification time) last measured
         self._setupModels({self.segmentationModelChoice: "model", self.synthesisModelChoice: "synthesisModel"})
 
     def _checkCanApply(self, caller=None, event=None) -> None:
@@ -120,11 +121,19 @@ class LiverSegmentationWidget(EssNetWidgetMixin, ScriptedLoadableModuleWidget, V
         self._showLiverVolume(segmentation)
 
     def _showLiverVolume(self, segmentationNode) -> None:
+        # Measured again only when the segment's voxels changed: every parameter change calls this.
+        segmentation = segmentationNode.GetSegmentation() if segmentationNode is not None else None
+        segmentId = segmentation.GetSegmentIdBySegmentName("Liver") if segmentation is not None else ""
+        labelmap = segmentationNode.GetBinaryLabelmapInternalRepresentation(segmentId) if segmentId else None
+        key = (segmentationNode.GetID(), segmentId, labelmap.GetMTime()) if labelmap is not None else None
+        if key is not None and key == self._liverVolumeKey:
+            return
+        self._liverVolumeKey = key
         text = ""
-        if segmentationNode is not None:
+        if key is not None:
             try:
                 text = _("Liver volume: ") + f"{self.logic.liverVolumeMl(segmentationNode):.1f} mL"
-            except (KeyError, RuntimeError):
+            except RuntimeError:  # no reference geometry to measure on
                 text = ""
         self.ui.liverVolumeLabel.setText(text)
 

@@ -5,7 +5,7 @@ attributes on result nodes are the same in CT2MRISynthesis and LiverSegmentation
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List
 
 import slicer
 from SlicerEssNet import errors
@@ -77,21 +77,15 @@ def recordProvenance(node, run: PipelineRun, stepOutput: str) -> None:
         node.SetAttribute(f"{PROVENANCE_PREFIX}note{number}", str(note))
 
 
-def showInSliceViews(background=None, label=None) -> None:
-    """Show results in the slice views when there are any (nothing to do with --no-main-window)."""
-    if slicer.app.layoutManager() is None:
-        return
-    options = {}
-    if background is not None:
-        options["background"] = background
-    if label is not None:
-        options["label"] = label
-    slicer.util.setSliceViewerLayers(fit=True, **options)
+def showInSliceViews(background) -> None:
+    """Show a volume in the slice views when there are any (nothing to do with --no-main-window)."""
+    if slicer.app.layoutManager() is not None:
+        slicer.util.setSliceViewerLayers(background=background, fit=True)
 
 
-def resultName(inputVolumeNode, suffix: str, existing: Optional[object] = None) -> str:
-    return existing.GetName() if existing is not None else slicer.mrmlScene.GenerateUniqueName(
-        f"{inputVolumeNode.GetName()} {suffix}")
+def resultName(inputVolumeNode, suffix: str) -> str:
+    """"<input name> <suffix>", made unique in the scene."""
+    return slicer.mrmlScene.GenerateUniqueName(f"{inputVolumeNode.GetName()} {suffix}")
 
 
 def modelModalitiesOf(run: PipelineRun, stepOutput: str):
