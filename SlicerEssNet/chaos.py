@@ -44,7 +44,8 @@ def dicom_files(folder) -> list:
 def is_chaos_dicom_folder(folder) -> bool:
     """A CHAOS slice folder: ``DICOM_anon`` with .dcm files, or ``DICOM_anon/InPhase|OutPhase``."""
     folder = Path(folder)
-    named = folder.name == DICOM_FOLDER or (folder.name in ("InPhase", "OutPhase") and folder.parent.name == DICOM_FOLDER)
+    phase = folder.name in ("InPhase", "OutPhase") and folder.parent.name == DICOM_FOLDER
+    named = folder.name == DICOM_FOLDER or phase
     return named and folder.is_dir() and any(p.suffix.lower() == ".dcm" for p in folder.iterdir())
 
 

@@ -8,6 +8,7 @@ are then read by SimpleITK's GDCM series reader, so the geometry is exactly what
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import struct
@@ -32,6 +33,8 @@ GDCM_TRANSFER_SYNTAXES = {
     "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90",
     "1.2.840.10008.1.2.4.91",
 }
+NATIVE_TRANSFER_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
+DEFLATED = "1.2.840.10008.1.2.1.99"
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _TEXT_KEYWORDS = ("SeriesInstanceUID", "SOPClassUID", "Modality", "ImagePositionPatient", "ImageOrientationPatient",
                   "PixelSpacing")
@@ -105,7 +108,23 @@ def read_dicom_series(folder, series_uid: str | None = None, max_bytes: int | No
             )
     files = [path for path, _ in members]
     headers = [header for _, header in members]
-    return _read_with_gdcm(folder.name, files, headers, max_bytes)
+    with _header_errors(folder.name):
+        return _read_with_gdcm(folder.name, files, headers, max_bytes)
+
+
+@contextlib.contextmanager
+def _header_errors(name: str):
+    """pydicom interprets values lazily, so damage can surface on any access: as a DicomSeriesError, one line."""
+    try:
+        yield
+    except EssNetError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, NotImplementedError, OverflowError,
+            UnicodeError, struct.error) as error:
+        raise DicomSeriesError(
+            f"{name}: a DICOM header cannot be interpreted ({type(error).__name__}: {first_line(error)}): the file "
+            "is damaged; export the series again"
+        ) from None
 
 
 def read_dicom_file(path, max_bytes: int | None = None) -> Volume:
@@ -132,41 +151,44 @@ def read_dicom_slices(files, max_bytes: int | None = None, name: str | None = No
     if not files:
         raise DicomSeriesError(f"no DICOM files in {name or 'the list'}: give a folder with DICOM files")
     name = name or files[0].parent.name
-    headers = [read_dicom_header(f) for f in files]
-    _check_series_headers(name, files, headers)
-    dtype = _check_memory_for_slices(name, headers, max_bytes)
-    if any(int(h.get("NumberOfFrames", 1) or 1) > 1 for h in headers):
-        raise DicomSeriesError(f"{name} holds multi-frame DICOM files: read the folder with read_dicom_series instead")
-    first = headers[0]
-    row_cosine, column_cosine = _orientation(files[0], first)
-    row_mm, column_mm = _pixel_spacing(files[0], first)
-    normal = np.cross(row_cosine, column_cosine)
-    if len(files) > 1:
-        positions, _ = _slice_positions(files, headers)
-        check_slice_positions(positions, normal, files)
-        step = (positions[-1] - positions[0]) / (len(files) - 1)
-        slice_mm = float(np.linalg.norm(step))
-        slice_axis = step / slice_mm
-    else:
-        slice_mm = _single_slice_thickness(first)
-        slice_axis = normal
-    origin = _position(files[0], first)
-
-    rows, columns = int(first.Rows), int(first.Columns)
-    array = np.empty((len(files), rows, columns), dtype=dtype)
-    for index, (path, header) in enumerate(zip(files, headers)):
-        pixels = _decode_pixels(path, header)
-        if pixels.shape != (rows, columns):
+    with _header_errors(name):
+        headers = [read_dicom_header(f) for f in files]
+        _check_series_headers(name, files, headers)
+        dtype = _check_memory_for_slices(name, headers, max_bytes)
+        if any(int(h.get("NumberOfFrames", 1) or 1) > 1 for h in headers):
             raise DicomSeriesError(
-                f"{path.name} decodes to {pixels.shape} pixels, not the {rows} x {columns} its header states: "
-                "the file is damaged; export the series again"
+                f"{name} holds multi-frame DICOM files: read the folder with read_dicom_series instead"
             )
-        slope = float(header.get("RescaleSlope", 1) or 1)
-        intercept = float(header.get("RescaleIntercept", 0) or 0)
-        array[index] = pixels * slope + intercept if (slope != 1 or intercept != 0) else pixels
-    array = narrowed(array)
-    direction = np.column_stack([row_cosine, column_cosine, slice_axis])
-    return Volume(array, (column_mm, row_mm, slice_mm), tuple(origin), direction)
+        first = headers[0]
+        row_cosine, column_cosine = _orientation(files[0], first)
+        row_mm, column_mm = _pixel_spacing(files[0], first)
+        normal = np.cross(row_cosine, column_cosine)
+        if len(files) > 1:
+            positions, _ = _slice_positions(files, headers)
+            check_slice_positions(positions, normal, files)
+            step = (positions[-1] - positions[0]) / (len(files) - 1)
+            slice_mm = float(np.linalg.norm(step))
+            slice_axis = step / slice_mm
+        else:
+            slice_mm = _single_slice_thickness(first)
+            slice_axis = normal
+        origin = _position(files[0], first)
+
+        rows, columns = int(first.Rows), int(first.Columns)
+        array = np.empty((len(files), rows, columns), dtype=dtype)
+        for index, (path, header) in enumerate(zip(files, headers)):
+            pixels = _decode_pixels(path, header)
+            if pixels.shape != (rows, columns):
+                raise DicomSeriesError(
+                    f"{path.name} decodes to {pixels.shape} pixels, not the {rows} x {columns} its header states: "
+                    "the file is damaged; export the series again"
+                )
+            slope = float(header.get("RescaleSlope", 1) or 1)
+            intercept = float(header.get("RescaleIntercept", 0) or 0)
+            array[index] = pixels * slope + intercept if (slope != 1 or intercept != 0) else pixels
+        array = narrowed(array)
+        direction = np.column_stack([row_cosine, column_cosine, slice_axis])
+        return Volume(array, (column_mm, row_mm, slice_mm), tuple(origin), direction)
 
 
 def read_dicom_header(path):
@@ -386,18 +408,13 @@ def _check_memory_for_slices(name: str, headers, max_bytes: int | None):
 def _check_pixel_data(path, header) -> None:
     """Before GDCM parses it: a decoder must exist, and the pixel data must be complete and well formed."""
     syntax = _transfer_syntax(header)
+    if syntax is not None and str(syntax) not in GDCM_TRANSFER_SYNTAXES:
+        raise DicomSeriesError(
+            f"{Path(path).name} is encoded as {_syntax_name(syntax)}, which the installed decoders cannot read: "
+            "decompress the series first (e.g. gdcmconv --raw or dcmdjpeg) or export it uncompressed"
+        )
     compressed = _is_compressed(syntax)
-    if syntax is not None and not syntax.is_transfer_syntax:
-        raise DicomSeriesError(
-            f"{Path(path).name} names '{syntax}' as its transfer syntax, which is not a DICOM transfer syntax: the "
-            "header is damaged; export the series again"
-        )
-    if compressed and str(syntax) not in GDCM_TRANSFER_SYNTAXES:
-        raise DicomSeriesError(
-            f"{Path(path).name} is compressed as {syntax.name} ({syntax}), which the installed decoders cannot "
-            "read: decompress the series first (e.g. gdcmconv --raw or dcmdjpeg) or export it uncompressed"
-        )
-    if syntax is not None and syntax.is_deflated:
+    if str(syntax) == DEFLATED:
         return  # positions refer to the inflated data set: nothing to compare with the file size
     element = _raw_element(header, "PixelData")
     value_tell = getattr(element, "value_tell", None)
@@ -417,7 +434,9 @@ def _check_pixel_data(path, header) -> None:
         data_end = value_tell + int(element.length)
         present = min(int(element.length), file_size - value_tell)
         if not compressed and present < expected:
-            raise DicomSeriesError(f"{name} is truncated ({present} of {expected} pixel bytes): export the series again")
+            raise DicomSeriesError(
+                f"{name} is truncated ({present} of {expected} pixel bytes): export the series again"
+            )
     # Elements running past the end of the file, or bytes after the last one, are damage pydicom tolerates but
     # GDCM parses (and may allocate gigabytes for).
     ends = {}
@@ -434,13 +453,13 @@ def _check_pixel_data(path, header) -> None:
 
 
 def _raw_element(header, key):
-    """An element as read, a deferred value left unloaded (pydicom 3 ``keep_deferred``; 2.x never loads it)."""
-    if key not in header:
-        return None
-    try:
-        return header.get_item(key, keep_deferred=True)
-    except TypeError:  # pydicom 2.x
-        return header.get_item(key)
+    """An element exactly as read: never converted, a deferred value never loaded (pydicom 2 and 3 alike)."""
+    from pydicom.tag import Tag
+
+    store = getattr(header, "_dict", None)
+    if store is None:  # not expected; the public route converts but still works
+        return header.get_item(key) if key in header else None
+    return store.get(Tag(key))
 
 
 def _encapsulated_end(data: bytes) -> int | None:
@@ -517,10 +536,16 @@ def _transfer_syntax(header):
 
 
 def _is_compressed(syntax) -> bool:
+    """Encapsulated (compressed) pixel data; decided from the UID, not pydicom's registry, which differs by version."""
+    return syntax is not None and str(syntax) in GDCM_TRANSFER_SYNTAXES and str(syntax) not in NATIVE_TRANSFER_SYNTAXES
+
+
+def _syntax_name(syntax) -> str:
     try:
-        return syntax is not None and bool(syntax.is_compressed)
-    except (AttributeError, ValueError):  # not a transfer syntax UID at all
-        return False
+        name = str(syntax.name)
+    except (AttributeError, ValueError):
+        name = ""
+    return f"{name} ({syntax})" if name and name != str(syntax) else f"transfer syntax '{syntax}'"
 
 
 def _pixel_error(path, header, error) -> EssNetError:
@@ -529,7 +554,7 @@ def _pixel_error(path, header, error) -> EssNetError:
     syntax = _transfer_syntax(header)
     if _is_compressed(syntax):
         return DicomSeriesError(
-            f"cannot decode the {syntax.name} pixel data of {path.name} ({reason}): the file is "
+            f"cannot decode the {_syntax_name(syntax)} pixel data of {path.name} ({reason}): the file is "
             "damaged; export the series again (uncompressed if possible)"
         )
     return InputImageError(
@@ -543,9 +568,10 @@ def _decode_pixels(path, header) -> np.ndarray:
         return np.asarray(header.pixel_array)
     except Exception as error:  # noqa: BLE001 - pydicom's decoders raise many types
         syntax = _transfer_syntax(header)
-        if _is_compressed(syntax):
+        if syntax is not None and str(syntax) not in NATIVE_TRANSFER_SYNTAXES:
             raise DicomSeriesError(
-                f"{Path(path).name} is compressed as {syntax.name} and cannot be decoded here ({first_line(error)}): "
+                f"{Path(path).name} is compressed as {_syntax_name(syntax)} and cannot be decoded here "
+                f"({first_line(error)}): "
                 "decompress the series first (e.g. gdcmconv --raw) or install a pydicom decoder (pylibjpeg)"
             ) from None
         raise InputImageError(
@@ -560,6 +586,9 @@ def first_line(error) -> str:
     return (text[:157] + "...") if len(text) > 160 else (text or type(error).__name__)
 
 
+_ITK_MESSAGE = re.compile(r"(?:itk::ERROR|ITK ERROR|sitk::ERROR|Description):\s*(?:\w+\(0x[0-9a-fA-F]+\):\s*)?(.*)")
+
+
 def itk_reason(error) -> str:
     """The informative part of an ITK/SimpleITK exception, on one short line (no source paths or addresses)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
@@ -567,7 +596,7 @@ def itk_reason(error) -> str:
     if teem:  # NRRD's own messages go from general to specific: the last one says what is wrong
         return first_line(re.sub(r"^\[nrrd\]\s*(\w+:\s*)?", "", teem[-1]))
     for line in lines:
-        match = re.search(r"(?:itk::ERROR|ITK ERROR|sitk::ERROR|Description):\s*(?:\w+\(0x[0-9a-fA-F]+\):\s*)?(.*)", line)
+        match = _ITK_MESSAGE.search(line)
         if match and match.group(1):
             return first_line(match.group(1).replace('"', "'"))
     meaningful = [line for line in lines if not line.startswith(("Exception thrown", "/"))]

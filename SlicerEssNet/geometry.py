@@ -173,7 +173,7 @@ class SliceGrid:
         return cls((rows, columns), (row_mm, column_mm), resized, pad, model, model_spacing)
 
     def to_model(self, batch, pad_value: float = 0.0):
-        """``(N, C, rows, cols)`` -> ``(N, C, H, W)`` on the model grid: bilinear, antialiased when shrinking, padded."""
+        """``(N, C, rows, cols)`` -> ``(N, C, H, W)``: bilinear, antialiased when shrinking, then padded."""
         import torch.nn.functional as F
 
         self._check(batch, self.in_shape, "to_model")

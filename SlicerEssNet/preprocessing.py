@@ -39,9 +39,13 @@ def check_spec(spec) -> dict:
     try:
         low, high = (float(spec[key]) for key in keys)
     except (KeyError, TypeError, ValueError):
-        raise WeightsError(f"model card preprocessing '{kind}' needs numeric {keys[0]} and {keys[1]}: fix the card") from None
+        raise WeightsError(
+            f"model card preprocessing '{kind}' needs numeric {keys[0]} and {keys[1]}: fix the card"
+        ) from None
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise WeightsError(f"model card preprocessing '{kind}' has {keys[0]}={low:g} >= {keys[1]}={high:g}: fix the card")
+        raise WeightsError(
+            f"model card preprocessing '{kind}' has {keys[0]}={low:g} >= {keys[1]}={high:g}: fix the card"
+        )
     if kind == "mr_percentile" and not (0.0 <= low and high <= 100.0):
         raise WeightsError(f"model card percentiles {low:g}, {high:g} are outside 0-100: fix the card")
     checked = dict(spec)

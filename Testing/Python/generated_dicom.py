@@ -49,7 +49,11 @@ def write_slice(path, pixels: np.ndarray, position, *, orientation=AXIAL, spacin
         ds.RescaleSlope = slope
     ds.PixelData = pixels.astype("<i2" if signed else "<u2").tobytes()
     path = Path(path)
-    ds.save_as(str(path), enforce_file_format=True)
+    try:
+        ds.save_as(str(path), enforce_file_format=True)
+    except TypeError:  # pydicom 2.x
+        ds.is_little_endian, ds.is_implicit_VR = True, False
+        ds.save_as(str(path), write_like_original=False)
     return path
 
 

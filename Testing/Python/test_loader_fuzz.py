@@ -42,7 +42,8 @@ DICOM_EDITS = [
     ("Rows", 0), ("Rows", 65535), ("Columns", 3), ("BitsAllocated", 7), ("BitsAllocated", 32), ("BitsStored", 20),
     ("SamplesPerPixel", 3), ("PixelRepresentation", 5), ("NumberOfFrames", 50), ("PixelSpacing", [0, 0]),
     ("PixelSpacing", [-1, 1]), ("ImagePositionPatient", None), ("ImageOrientationPatient", [0, 0, 0, 0, 0, 0]),
-    ("ImageOrientationPatient", [1, 0, 0, 1, 0, 0]), ("RescaleSlope", 0), ("PhotometricInterpretation", "PALETTE COLOR"),
+    ("ImageOrientationPatient", [1, 0, 0, 1, 0, 0]), ("RescaleSlope", 0),
+    ("PhotometricInterpretation", "PALETTE COLOR"),
     ("PixelData", b"\x00\x01"), ("SeriesInstanceUID", "9.9.9"), ("TransferSyntaxUID", "1.2.840.10008.1.2.2"),
     ("TransferSyntaxUID", "1.2.840.10008.1.2.5"), ("TransferSyntaxUID", "1.2.840.10008.1.2.9"),
 ]

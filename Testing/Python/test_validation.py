@@ -38,7 +38,8 @@ def test_structure_problems_are_refused():
     refused(volume(np.array([[[1 + 1j, 2]]])), match="voxel type")
 
 
-@pytest.mark.parametrize("spacing", [(1.0, 0.0, 1.0), (1.0, -2.0, 1.0), (1.0, float("nan"), 1.0), (1.0, float("inf"), 1.0)])
+@pytest.mark.parametrize("spacing", [(1.0, 0.0, 1.0), (1.0, -2.0, 1.0), (1.0, float("nan"), 1.0),
+                                     (1.0, float("inf"), 1.0)])
 def test_bad_spacing_is_refused(spacing):
     assert "spacing" in refused(volume(spacing=spacing))
 
