@@ -146,6 +146,13 @@ def test_write_errors_are_output_path_errors_and_leave_nothing(tmp_path, monkeyp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.nrrd"]
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, which nobody can create files in")
+def test_folder_nobody_can_write_to_is_an_output_path_error():
+    with pytest.raises(OutputPathError, match="cannot write to /proc") as caught:
+        write_volume(Volume(smooth_volume((2, 3, 4))), Path("/proc/essnet-output.nii.gz"))
+    one_line(caught)
+
+
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="permissions do not bind root")
 def test_unwritable_folder_is_an_output_path_error(tmp_path):
     locked = tmp_path / "locked"
