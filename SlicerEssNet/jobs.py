@@ -77,6 +77,7 @@ class Job:
         self.state = RUNNING
         self.progress: Optional[Progress] = None
         self.error: Optional[str] = None
+        self.error_type: Optional[str] = None  # the core exception's class name, e.g. "InputImageError"
         self.warnings: List[str] = []
         self.report: Optional[dict] = None
         self._events: "queue.Queue[dict]" = queue.Queue()
@@ -95,6 +96,7 @@ class Job:
             self.state = SUCCEEDED
         elif kind == "error":
             self.error = event.get("message", "unknown error")
+            self.error_type = event.get("type")
             self.state = CANCELLED if event.get("type") == "CancelledError" else FAILED
 
     def poll(self) -> str:

@@ -83,6 +83,7 @@ def test_a_failing_job_reports_one_line(setup):
     job = InProcessJobRunner().start(bad)
     assert job.wait(timeout=60) == FAILED
     assert "\n" not in job.error and "missing.nii.gz" in job.error
+    assert job.error_type == "InputImageError"
 
 
 def test_leftover_partial_files_are_removed(tmp_path):
