@@ -39,7 +39,7 @@ unless it succeeds. Scripting: <code>CT2MRISynthesisLogic().process(inputVolume)
 <a href="https://github.com/SlicerEssNet/SlicerEssNet/blob/main/docs/SLICER.md">module documentation</a>.
 """)
         self.parent.acknowledgementText = _("""
-EssNet: Rafiq et al., "EssNet: ..." (arXiv:2503.00945); SynSeg-Net: Huo et al., IEEE TMI 2019; CycleGAN: Zhu et al.,
+Rafiq et al., "Cross Modality Medical Image Synthesis for Improving Liver Segmentation" (arXiv:2503.00945); SynSeg-Net: Huo et al., IEEE TMI 2019; CycleGAN: Zhu et al.,
 ICCV 2017. Training data: CHAOS (Kavur et al., zenodo 10.5281/zenodo.3362844) and BTCV (Landman et al.).
 Built on 3D Slicer's scripted module template and PyTorch.
 """)
