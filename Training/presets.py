@@ -39,8 +39,8 @@ class SynthesisOptions:
     seg_n_blocks: int = 6
     crop: int = 96  # generators are fully convolutional: train on crops, apply to whole slices
     batch_size: int = 1
-    iterations: int = 2500
-    decay_from: int = 1250  # constant LR until here, then linear decay to 0
+    iterations: int = 2000
+    decay_from: int = 1000  # constant LR until here, then linear decay to 0
     lr: float = 2e-4
     beta1: float = 0.5
     lambda_cycle: float = 10.0

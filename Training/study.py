@@ -24,7 +24,11 @@ from .cohorts import load_case, make_split, phantom_cases, real_cases, select
 from .distributed import DistributedContext, unwrap
 from .evaluate import as_loaded_model, mean_sd, mean_volume_dice, score_segmentation
 from .presets import preset_from_dict
+from .report import write_report
 from .slices import build_slice_set
+from .train_segmentation import train_segmentation
+from .train_synthesis import train_synthesis
+from .translate import contact_sheet, sheet_rows, translate_cases
 
 ARM_RECIPES = {
     # arm: (real training patients, synthetic source, network kind)
@@ -129,22 +133,17 @@ class Study:
         if self.context.is_main:
             write_json(results, self.run_dir / "results.json")
             self.export_models(results)
-            from .report import write_report
-
             write_report(self.run_dir)
             self.log(f"results: {self.run_dir / 'results.json'}; report: {self.run_dir / 'REPORT.md'}")
         self.context.barrier()
         return results
 
     def run_seed(self, seed: int, grid: dict) -> dict:
-        from .train_synthesis import train_synthesis
-        from .translate import contact_sheet, sheet_rows, translate_cases
-
         # Finished jobs reload from their checkpoints in seconds, so a finished seed simply runs through again.
         seed_dir = self.run_dir / f"seed{seed}"
         results = {"stage1": {}, "arms": {}, "shape_consistency": {}}
         synthetic_train, synthetic_val, generators = {}, {}, {}
-        for tag, essnet in (("essnet", True), ("cyclegan", False)):
+        for tag, essnet in self.synthesis_models():
             self.log(f"seed {seed}: stage 1, {tag} ({'with' if essnet else 'without'} the segmentation branch)")
             model = self._timed(f"seed{seed}/stage1_{tag}", train_synthesis, seed_dir / f"stage1_{tag}",
                                 self.ct_train, self.mr_train, self.preset, seed, self.context, essnet,
@@ -166,15 +165,15 @@ class Study:
             synthetic_train[tag] = self.context.broadcast_object(synthetic_train.get(tag))
             synthetic_val[tag] = self.context.broadcast_object(synthetic_val.get(tag))
         if self.context.is_main:
-            contact_sheet(sheet_rows(self.ct_val_cases, {"EssNet MR": synthetic_val["essnet"],
-                                                         "CycleGAN MR": synthetic_val["cyclegan"]}),
+            titles = {"essnet": "EssNet MR", "cyclegan": "CycleGAN MR"}
+            contact_sheet(sheet_rows(self.ct_val_cases, {titles[tag]: cases for tag, cases in synthetic_val.items()}),
                           seed_dir / "contact_sheet.png",
                           "held-out CT patients: CT / EssNet MR / CycleGAN MR (orange: CT liver label)")
         synthetic_sets = {tag: build_slice_set(cases, grid) for tag, cases in synthetic_train.items()}
         results["synthetic_slices"] = {tag: len(s) for tag, s in synthetic_sets.items()}
 
         networks = {}
-        for arm in self.preset.arms:
+        for arm in self.arms():
             results["arms"][arm], networks[arm] = self.run_arm(seed_dir, seed, arm, synthetic_sets)
         # Shape consistency: a real-only U-Net reads the synthetic MR of held-out CT patients.
         if "real" in networks and self.context.is_main:
@@ -192,8 +191,6 @@ class Study:
         return results
 
     def run_arm(self, seed_dir, seed: int, arm: str, synthetic_sets: dict):
-        from .train_segmentation import train_segmentation
-
         part, synthetic, kind = ARM_RECIPES[arm]
         real_set = self.mr_train if part == "train" else self.mr_low
         card = segmentation_card(self.preset, "liver-unet-mr", self.training_record(seed))
@@ -213,6 +210,16 @@ class Study:
                  f"{scores['pooled_dice_2d']:.4f} (best at iteration {best['iteration']})")
         return {"scores": scores, "history": history, "best": best, "parameters": _count(network)}, network
 
+    def synthesis_models(self) -> tuple:
+        """(tag, with segmentation branch): both, or only the ablation when run with ``--no-seg``."""
+        if self.preset.synthesis.seg_weight > 0:
+            return (("essnet", True), ("cyclegan", False))
+        return (("cyclegan", False),)
+
+    def arms(self) -> tuple:
+        available = {tag for tag, _ in self.synthesis_models()}
+        return tuple(arm for arm in self.preset.arms if ARM_RECIPES[arm][1] in available | {None})
+
     def training_record(self, seed: int) -> dict:
         return {"preset": self.preset.name, "seed": seed,
                 "data": sorted({c.source for cs in self.cases.values() for c in cs}),
@@ -223,7 +230,7 @@ class Study:
         clean = {seed: {k: v for k, v in r.items() if k not in ("networks", "generators")}
                  for seed, r in per_seed.items()}
         summary = {}
-        for arm in self.preset.arms:
+        for arm in self.arms():
             summary[arm] = {metric: mean_sd([r["arms"][arm]["scores"][metric] for r in clean.values()])
                             for metric in SUMMARY_METRICS}
         shape = {}
@@ -247,14 +254,15 @@ class Study:
         seed = self.preset.seeds[0]
         training = self.training_record(seed)
         prefix = "" if self.preset.name == "cpu" else f"{self.preset.name}-"
-        sides = first["generators"]["essnet"]
-        for name, direction in (("essnet-ct2mr", "CT->MR"), ("essnet-mr2ct", "MR->CT")):
+        tag = self.synthesis_models()[0][0]  # EssNet; the ablation's generators when run with --no-seg
+        sides = first["generators"][tag]
+        for name, direction in ((f"{tag}-ct2mr", "CT->MR"), (f"{tag}-mr2ct", "MR->CT")):
             card = synthesis_card(
                 self.preset, prefix + name, direction, training,
-                description=f"EssNet generator {direction} ({self.preset.name} preset), trained on unpaired "
+                description=f"{'EssNet' if tag == 'essnet' else 'CycleGAN (ablation)'} generator {direction} ({self.preset.name} preset), trained on unpaired "
                             f"BTCV/CHAOS CT and CHAOS T2-SPIR MR slices" if self.preset.data.source == "real" else
                             f"EssNet generator {direction} trained on procedural phantoms (demo preset)",
-                metrics=({"shape_consistency_3d_dice": results["shape_consistency"].get("essnet", {})
+                metrics=({"shape_consistency_3d_dice": results["shape_consistency"].get(tag, {})
                           .get("mean_dice", {}).get("mean")} if direction == "CT->MR" else {}))
             network = sides.ct_to_mr if direction == "CT->MR" else sides.mr_to_ct
             save_model(network, card, folder / card.name, dtype=torch.float16)

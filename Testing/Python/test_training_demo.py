@@ -1,0 +1,103 @@
+"""A micro end-to-end study on phantoms: both stages, every arm, results, report, fp16 models whose cards the core
+loads, the CLI applying them, shipping into a registry, and a second run that resumes instead of retraining."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+
+def _micro_preset():
+    from Training.presets import get_preset
+
+    preset = get_preset("demo")
+    preset.data = dataclasses.replace(preset.data, phantom_ct_patients=3, phantom_mr_patients=4, ct_val_patients=1,
+                                      mr_val_patients=1, low_data_patients=1, spacing_mm=8.0, crop=48)
+    preset.synthesis = dataclasses.replace(preset.synthesis, ngf=4, ndf=4, seg_ngf=4, n_blocks=1, seg_n_blocks=1,
+                                           crop=32, iterations=6, decay_from=3, checkpoint_every=3, pool_size=2)
+    preset.segmentation = dataclasses.replace(preset.segmentation, base=4, iterations=6, decay_from=3, eval_every=3,
+                                              checkpoint_every=3, monai_channels=(4, 8, 16, 32, 64),
+                                              monai_num_res_units=1)
+    preset.arms = ("real", "real+essnet", "real+cyclegan", "low5", "low5+essnet", "monai")
+    return preset
+
+
+@pytest.mark.slow
+def test_micro_study_end_to_end(tmp_path, capsys):
+    import io
+
+    from safetensors import safe_open
+
+    from SlicerEssNet.model_store import ModelStore
+    from SlicerEssNet.weights import load_model
+    from Training.demo import apply_models_with_cli
+    from Training.report import write_report
+    from Training.ship import ship_models
+    from Training.study import Study
+
+    run_dir = tmp_path / "run"
+    log = io.StringIO()
+    study = Study(run_dir, _micro_preset(), stream=log)
+    results = study.run()
+
+    config = json.loads((run_dir / "config.json").read_text())
+    split = config["split"]
+    assert not set(split["MR"]["train"]) & set(split["MR"]["val"])
+    assert set(results["summary"]) == set(study.preset.arms)
+    for arm, metrics in results["summary"].items():
+        assert 0.0 <= metrics["pooled_dice_2d"]["mean"] <= 1.0, arm
+        dice, iou = metrics["pooled_dice_2d"]["mean"], metrics["pooled_iou_2d"]["mean"]
+        assert iou == pytest.approx(dice / (2 - dice), abs=1e-9)  # pooled: the paper's identity holds
+    assert set(results["shape_consistency"]) == {"essnet", "cyclegan"}
+    seed0 = results["per_seed"]["0"]
+    assert seed0["stage1"]["cyclegan"]["segmenter_parameters"] == 0 < seed0["stage1"]["essnet"]["segmenter_parameters"]
+
+    # Synthetic set: one NIfTI per CT patient on the CT's own grid, CT liver label beside it.
+    from SlicerEssNet.volume_io import read_volume
+
+    synthetic = sorted((run_dir / "seed0" / "synthetic" / "essnet").glob("*_essnet_mr.nii.gz"))
+    assert len(synthetic) == 3
+    ct_case = study.cases["CT"][0]
+    assert read_volume(synthetic[0]).same_geometry(read_volume(ct_case.image), atol=1e-5)
+    assert (run_dir / "seed0" / "contact_sheet.png").stat().st_size > 1000
+
+    # Shipped-format models: fp16 on disk, float32 when loaded, cards carrying the training grid and specs.
+    for name in ("demo-essnet-ct2mr", "demo-essnet-mr2ct", "demo-liver-unet-mr"):
+        weights = run_dir / "models" / f"{name}.safetensors"
+        with safe_open(str(weights), "pt") as handle:
+            assert any(str(handle.get_tensor(k).dtype) == "torch.float16" for k in handle.keys())
+        loaded = load_model(weights)
+        assert loaded.card.grid["spacing_mm"] == 8.0 and loaded.card.grid["mode"] == "spacing"
+        assert loaded.card.training["split"]["MR"] == split["MR"]
+    assert load_model(run_dir / "models" / "demo-essnet-ct2mr.safetensors").card.preprocessing["kind"] == "ct_window"
+
+    # The report and its figures regenerate from the run folder alone.
+    out = tmp_path / "report"
+    report = write_report(run_dir, out)
+    text = report.read_text()
+    assert "0.9459" in text and "| real MR only |" in text
+    for figure in ("stage1_curves.png", "stage2_curves.png", "per_patient_dice.png", "contact_sheet_seed0.png"):
+        assert (out / figure).stat().st_size > 1000
+    assert json.loads((out / "results.json").read_text())["summary"] == json.loads(
+        json.dumps(results["summary"]))
+
+    # The CLI applies the trained models to a volume, keeping the input's geometry exactly.
+    cli = apply_models_with_cli(study, stream=io.StringIO())
+    assert cli["same_geometry"]
+
+    # Shipping: copied beside a registry, registered as defaults, resolvable by the core's model store.
+    models_dir = tmp_path / "package_models"
+    models_dir.mkdir()
+    (models_dir / "registry.json").write_text(json.dumps({"format": "slicer-essnet-registry/1", "models": []}))
+    ship_models(run_dir, models_dir)
+    store = ModelStore(cache_dir=tmp_path / "cache", registry_path=models_dir / "registry.json")
+    assert str(store.default_model("segmentation")) == "demo-liver-unet-mr"
+    assert load_model(store.resolve("demo-essnet-ct2mr")).card.task == "synthesis"
+
+    # Running again resumes: nothing retrains, the scores are the same.
+    again = Study(run_dir, _micro_preset(), stream=log).run()
+    assert json.dumps(again["summary"]) == json.dumps(results["summary"])  # NaN-safe (tiny models: empty masks)
+    assert "resuming at iteration 6/6" in capsys.readouterr().err
+    np.testing.assert_equal(again["split"], results["split"])
