@@ -1,10 +1,11 @@
 """Reading and writing volumes with exactly the geometry their headers state.
 
-Files (NIfTI, NRRD/NHDR, MHA/MHD) and DICOM series go through SimpleITK, so a ``Volume`` carries precisely the
-spacing, origin and direction SimpleITK reports; CHAOS challenge folders go through ``chaos.py`` because their
-slice order is defined by file name. Every failure is an ``InputImageError`` (or a subclass) with one line that
-names the problem, and everything is checked from the headers before pixel data is read, so a 4D file or one
-larger than memory is refused without allocating it. ``write_volume`` writes atomically.
+Files (NIfTI, NRRD/NHDR, MHA/MHD) and DICOM series are read by SimpleITK, so a ``Volume`` carries precisely the
+spacing, origin and direction SimpleITK reports (DICOM folders are first sorted out and checked in
+``dicom_series.py``); CHAOS challenge folders go through ``chaos.py`` because their slice order is defined by file
+name. Every failure is an ``InputImageError`` (or a subclass) with one line that names the problem, and everything
+is checked from the headers before pixel data is read, so a 4D file or one larger than memory is refused without
+allocating it. ``write_volume`` writes atomically.
 """
 from __future__ import annotations
 
