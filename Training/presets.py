@@ -21,7 +21,7 @@ class DataOptions:
     # Model grid (the core's GridSpec, written into every card): fixed physical pixel size.
     spacing_mm: float = 2.5
     multiple_of: int = 16
-    crop: int = 128  # training crop on the model grid (= the grid size that covers 320 mm at 2.5 mm)
+    crop: int = 128  # the card's grid size: 128 px at 2.5 mm cover 320 mm
     # Augmentation: small affine + intensity jitter only; never flips (they mirror anatomy).
     rotate_deg: float = 8.0
     scale: float = 0.08
@@ -37,10 +37,10 @@ class SynthesisOptions:
     ndf: int = 32
     seg_ngf: int = 16  # the segmentation branch is only a training signal; it is not shipped
     seg_n_blocks: int = 6
-    crop: int = 96  # generators are fully convolutional: train on crops, apply to whole slices
+    crop: int = 64  # generators are fully convolutional: train on crops, apply to whole slices
     batch_size: int = 1
-    iterations: int = 2000
-    decay_from: int = 1000  # constant LR until here, then linear decay to 0
+    iterations: int = 1200
+    decay_from: int = 600  # constant LR until here, then linear decay to 0
     lr: float = 2e-4
     beta1: float = 0.5
     lambda_cycle: float = 10.0
@@ -54,9 +54,10 @@ class SynthesisOptions:
 @dataclass
 class SegmentationOptions:
     base: int = 24  # classic U-Net width (shipped: fp16 size budget)
+    crop: int = 96  # training crop; U-Nets are fully convolutional and read whole model-grid slices in use
     batch_size: int = 4
-    iterations: int = 1500
-    decay_from: int = 1000
+    iterations: int = 1000
+    decay_from: int = 600
     lr: float = 1e-3
     weight_decay: float = 1e-5
     dice_weight: float = 1.0
@@ -98,7 +99,7 @@ def _demo() -> Preset:
             checkpoint_every=50,
         ),
         segmentation=SegmentationOptions(
-            base=8, iterations=150, decay_from=100, eval_every=50, checkpoint_every=50,
+            base=8, crop=64, iterations=150, decay_from=100, eval_every=50, checkpoint_every=50,
             monai_channels=(8, 16, 32, 64, 128), monai_num_res_units=1,
         ),
         arms=("real", "real+essnet", "real+cyclegan", "monai"),
@@ -121,7 +122,7 @@ def _paper() -> Preset:
             autocast_bf16=False, checkpoint_every=1000,
         ),
         segmentation=SegmentationOptions(
-            base=64, iterations=20000, decay_from=15000, lr=2e-4, eval_every=1000, checkpoint_every=1000,
+            base=64, crop=256, iterations=20000, decay_from=15000, lr=2e-4, eval_every=1000, checkpoint_every=1000,
             autocast_bf16=False,
             monai_channels=(32, 64, 128, 256, 512),
         ),

@@ -178,7 +178,7 @@ def markdown(results: dict, config: dict, figures: list) -> str:
               f"arms: {', '.join(split['MR_low_data'])}. Patient-level split, seed {split['seed']}.",
               f"- Grid: {preset['data']['spacing_mm']} mm pixels (the core's GridSpec, spacing mode, multiple of "
               f"{preset['data']['multiple_of']}); training crops {preset['synthesis']['crop']} px (stage 1) and "
-              f"{preset['data']['crop']} px (stage 2); small affine + intensity jitter, no flips.",
+              f"{preset['segmentation']['crop']} px (stage 2), whole slices in use; small affine + intensity jitter, no flips.",
               f"- Stage 1: ResNet generators ngf {preset['synthesis']['ngf']} ({preset['synthesis']['n_blocks']} "
               f"blocks), PatchGAN ndf {preset['synthesis']['ndf']}, LSGAN, cycle λ {preset['synthesis']['lambda_cycle']}, "
               f"identity {preset['synthesis']['lambda_identity']}, segmenter ngf {preset['synthesis']['seg_ngf']} "

@@ -41,11 +41,11 @@ def train_segmentation(job_dir, real_set, synthetic_set, preset, seed: int, cont
         generator = iteration_generator(seed, iteration, context.rank, stream=1)
         images, labels = real_set.batch(
             batch_indices(len(real_set), n_real, iteration, seed, context.rank, context.world_size),
-            preset.data.crop, generator, preset.data)
+            options.crop, generator, preset.data)
         if n_synthetic:
             extra_images, extra_labels = synthetic_set.batch(
                 batch_indices(len(synthetic_set), n_synthetic, iteration, seed + 13, context.rank,
-                              context.world_size), preset.data.crop, generator, preset.data)
+                              context.world_size), options.crop, generator, preset.data)
             images, labels = torch.cat([images, extra_images]), torch.cat([labels, extra_labels])
         network.train()
         optimizer.zero_grad(set_to_none=True)

@@ -40,7 +40,7 @@ discriminators = torch.cat([p.detach().flatten() for p in unwrap(model.discrimin
 slices = SliceSet()
 slices.add("p0", torch.rand(6, 32, 32) * 2 - 1, (torch.rand(6, 32, 32) > 0.5).to(torch.uint8))
 preset = get_preset("demo")
-preset.segmentation = dataclasses.replace(preset.segmentation, base=4, batch_size=2, checkpoint_every=100)
+preset.segmentation = dataclasses.replace(preset.segmentation, base=4, crop=32, batch_size=2, checkpoint_every=100)
 preset.data.crop = 32
 network, _, _ = train_segmentation({job!r} + str(context.rank), slices, None, preset, 0, context, total=3)
 unet = torch.cat([p.detach().flatten() for p in network.parameters()])

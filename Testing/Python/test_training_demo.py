@@ -17,7 +17,7 @@ def _micro_preset():
                                       mr_val_patients=1, low_data_patients=1, spacing_mm=8.0, crop=48)
     preset.synthesis = dataclasses.replace(preset.synthesis, ngf=4, ndf=4, seg_ngf=4, n_blocks=1, seg_n_blocks=1,
                                            crop=32, iterations=6, decay_from=3, checkpoint_every=3, pool_size=2)
-    preset.segmentation = dataclasses.replace(preset.segmentation, base=4, iterations=6, decay_from=3, eval_every=3,
+    preset.segmentation = dataclasses.replace(preset.segmentation, base=4, crop=48, iterations=6, decay_from=3, eval_every=3,
                                               checkpoint_every=3, monai_channels=(4, 8, 16, 32, 64),
                                               monai_num_res_units=1)
     preset.arms = ("real", "real+essnet", "real+cyclegan", "low5", "low5+essnet", "monai")
