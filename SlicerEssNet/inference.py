@@ -47,6 +47,7 @@ class SliceEngine:
         self.device, self.device_note = select_device(device)
         self.autocast = autocast_dtype(self.device, precision)
         self.requested_batch_size = batch_size
+        self._copy_stream = None  # created on first CUDA upload
         network = network.to(self.device).eval()
         if self.device.type != "mps":
             # oneDNN and cuDNN both prefer NHWC for 3x3 convolutions.
@@ -62,18 +63,27 @@ class SliceEngine:
 
     def run(self, source: np.ndarray, destination: np.ndarray, task: SliceTask, *,
             progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> None:
-        """Fill ``destination[n]`` from ``source[n]`` for every slice n (both ``(n, rows, cols)``, views allowed)."""
+        """Fill ``destination[n]`` from ``source[n]`` for every slice n (both ``(n, rows, cols)``, views allowed).
+
+        The next batch is uploaded before the current one is computed: on CUDA the copy runs on its own stream
+        from pinned memory and overlaps the network; on the CPU it is the same loop with nothing to overlap.
+        """
         total = source.shape[0]
         tracker = ProgressTracker(total, progress)
         tracker.update(0)
         batch = self.batch_size_for(task.grid.model_shape)
-        start = 0
+        start, staged = 0, None
         while start < total:
             if cancel is not None and cancel.cancelled:
                 raise CancelledError("cancelled by the user: no output was written")
             stop = min(total, start + batch)
             try:
-                destination[start:stop] = self._run_batch(source[start:stop], task)
+                if staged is None or staged[:2] != (start, stop):
+                    staged = (start, stop, self._upload(source[start:stop]))
+                current = staged[2]
+                following = min(total, stop + batch)
+                staged = (stop, following, self._upload(source[stop:following])) if stop < total else None
+                destination[start:stop] = self._download(self._compute(current, task))
             except Exception as error:  # noqa: BLE001 - only CUDA OOM is handled, the rest re-raised
                 if not self._is_out_of_memory(error):
                     raise
@@ -81,6 +91,7 @@ class SliceEngine:
                     raise DeviceError(
                         "the GPU ran out of memory even for one slice: close other GPU programs or use --device cpu"
                     ) from None
+                staged = None
                 self.torch.cuda.empty_cache()
                 batch = max(1, batch // 2)
                 log.warning("GPU out of memory: retrying with batch size %d", batch)
@@ -97,13 +108,30 @@ class SliceEngine:
             return contextlib.nullcontext()
         return self.torch.autocast(device_type=self.device.type, dtype=self.autocast)
 
-    def _run_batch(self, slices: np.ndarray, task: SliceTask) -> np.ndarray:
+    def _upload(self, slices: np.ndarray):
+        """Host slices -> (tensor on the device, copy-done event or None, pinned host buffer kept alive)."""
         torch = self.torch
         host = torch.from_numpy(np.ascontiguousarray(slices, dtype=np.float32))[:, None]
-        if self.device.type == "cuda":
-            host = host.pin_memory()
+        if self.device.type != "cuda":
+            return host.to(self.device), None, None
+        host = host.pin_memory()
+        if self._copy_stream is None:
+            self._copy_stream = torch.cuda.Stream(device=self.device)
+        with torch.cuda.stream(self._copy_stream):
+            on_device = host.to(self.device, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record(self._copy_stream)
+        return on_device, done, host
+
+    def _compute(self, staged, task: SliceTask):
+        """Normalise, resample to the model grid, run the network, map back: a tensor on the device."""
+        torch = self.torch
+        x, copied, _ = staged
+        if copied is not None:
+            stream = torch.cuda.current_stream(self.device)
+            stream.wait_event(copied)
+            x.record_stream(stream)
         with torch.inference_mode():
-            x = host.to(self.device, non_blocking=True)
             x = (x * task.in_scale + task.in_offset).clamp_(-1.0, 1.0)
             x = task.grid.to_model(x, pad_value=task.pad_value)
             if self.device.type != "mps":
@@ -115,10 +143,10 @@ class SliceEngine:
                 probabilities = torch.sigmoid(y) if y.shape[1] == 1 else torch.softmax(y, dim=1)
                 probabilities = task.grid.from_model(probabilities)
                 if probabilities.shape[1] == 1:
-                    result = (probabilities[:, 0] > 0.5).to(torch.uint8)
-                else:
-                    result = probabilities.argmax(dim=1).to(torch.uint8)
-            else:
-                y = task.grid.from_model(y)[:, 0]
-                result = y * task.out_scale + task.out_offset
-            return result.cpu().numpy()
+                    return (probabilities[:, 0] > 0.5).to(torch.uint8)
+                return probabilities.argmax(dim=1).to(torch.uint8)
+            return task.grid.from_model(y)[:, 0] * task.out_scale + task.out_offset
+
+    @staticmethod
+    def _download(result) -> np.ndarray:
+        return result.cpu().numpy()

@@ -128,13 +128,15 @@ def test_out_of_memory_halves_the_batch_and_finishes(monkeypatch):
     engine = SliceEngine(Identity(), device="cpu", precision="fp32", batch_size=8)
     sizes = []
 
-    def flaky(slices, task):  # a GPU that fits two slices at a time; the identity network otherwise
+    def flaky(staged, task):  # a GPU that fits two slices at a time; the identity network otherwise
+        slices = staged[0][:, 0]
         sizes.append(len(slices))
         if len(slices) > 2:
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return np.array(slices, dtype=np.float32)
+        return slices.clone()
 
-    monkeypatch.setattr(engine, "_run_batch", flaky)
+    monkeypatch.setattr(engine, "_compute", flaky)
+    monkeypatch.setattr(engine, "_upload", lambda slices: (torch.from_numpy(np.array(slices))[:, None], None, None))
     monkeypatch.setattr(engine, "device", torch.device("cuda"))
     monkeypatch.setattr(engine.torch.cuda, "empty_cache", lambda: None)
     source = np.random.default_rng(1).random((5, 16, 16), dtype=np.float32)
@@ -143,7 +145,7 @@ def test_out_of_memory_halves_the_batch_and_finishes(monkeypatch):
     assert sizes[:3] == [5, 4, 2]
     np.testing.assert_allclose(destination, source, atol=1e-6)
 
-    monkeypatch.setattr(engine, "_run_batch", lambda s, t: (_ for _ in ()).throw(RuntimeError("CUDA out of memory")))
+    monkeypatch.setattr(engine, "_compute", lambda s, t: (_ for _ in ()).throw(RuntimeError("CUDA out of memory")))
     with pytest.raises(DeviceError, match="ran out of memory"):
         engine.run(source, destination, _plain_task())
 
