@@ -32,15 +32,15 @@ class DataOptions:
 
 @dataclass
 class SynthesisOptions:
-    ngf: int = 32  # generator width (shipped: fp16 size budget)
+    ngf: int = 24  # generator width (shipped: fp16 size budget; CPU time on a shared 2-core machine)
     n_blocks: int = 9
-    ndf: int = 32
+    ndf: int = 24
     seg_ngf: int = 16  # the segmentation branch is only a training signal; it is not shipped
     seg_n_blocks: int = 6
     crop: int = 64  # generators are fully convolutional: train on crops, apply to whole slices
     batch_size: int = 1
-    iterations: int = 1200
-    decay_from: int = 600  # constant LR until here, then linear decay to 0
+    iterations: int = 1000
+    decay_from: int = 500  # constant LR until here, then linear decay to 0
     lr: float = 2e-4
     beta1: float = 0.5
     lambda_cycle: float = 10.0
@@ -56,8 +56,8 @@ class SegmentationOptions:
     base: int = 24  # classic U-Net width (shipped: fp16 size budget)
     crop: int = 96  # training crop; U-Nets are fully convolutional and read whole model-grid slices in use
     batch_size: int = 4
-    iterations: int = 1000
-    decay_from: int = 600
+    iterations: int = 1200
+    decay_from: int = 800
     lr: float = 1e-3
     weight_decay: float = 1e-5
     dice_weight: float = 1.0
