@@ -39,8 +39,8 @@ class SynthesisOptions:
     seg_n_blocks: int = 6
     crop: int = 64  # generators are fully convolutional: train on crops, apply to whole slices
     batch_size: int = 1
-    iterations: int = 1000
-    decay_from: int = 500  # constant LR until here, then linear decay to 0
+    iterations: int = 600
+    decay_from: int = 300  # constant LR until here, then linear decay to 0
     lr: float = 2e-4
     beta1: float = 0.5
     lambda_cycle: float = 10.0
@@ -48,7 +48,7 @@ class SynthesisOptions:
     seg_weight: float = 1.0  # 0 = the plain CycleGAN ablation (no segmentation branch at all)
     pool_size: int = 50
     autocast_bf16: bool = True
-    checkpoint_every: int = 200
+    checkpoint_every: int = 100
 
 
 @dataclass
@@ -56,12 +56,12 @@ class SegmentationOptions:
     base: int = 24  # classic U-Net width (shipped: fp16 size budget)
     crop: int = 96  # training crop; U-Nets are fully convolutional and read whole model-grid slices in use
     batch_size: int = 4
-    iterations: int = 1200
-    decay_from: int = 800
+    iterations: int = 800
+    decay_from: int = 500
     lr: float = 1e-3
     weight_decay: float = 1e-5
     dice_weight: float = 1.0
-    eval_every: int = 100  # validation patients scored; the best checkpoint is kept
+    eval_every: int = 200  # validation patients scored; the best checkpoint is kept
     synthetic_fraction: float = 0.5  # share of each batch drawn from synthetic MR in the mixed arms
     autocast_bf16: bool = True  # about 2x faster on CPUs with native bf16; off for the paper preset on GPU
     checkpoint_every: int = 100  # <= one epoch of the real MR training slices
