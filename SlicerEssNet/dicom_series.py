@@ -132,7 +132,7 @@ def read_dicom_file(path, max_bytes: int | None = None) -> Volume:
     path = Path(path).expanduser()
     header = read_dicom_header(path)  # a clear error for a file that is not DICOM at all
     if not any(keyword in header for keyword in _PIXEL_KEYWORDS):
-        kind = getattr(header.get("SOPClassUID"), "name", None) or header.get("Modality", "") or "object"
+        kind = getattr(header.get("SOPClassUID"), "name", None) or header.get("Modality", "") or "DICOM object"
         raise DicomSeriesError(
             f"{path.name} has no pixel data (a {kind}, not an image): give a CT or MR image file or its folder"
         )
@@ -228,7 +228,7 @@ def _choose_series(folder: Path, scan: FolderScan, series_uid):
     if not series:
         if scan.without_pixels:
             path, header = scan.without_pixels[0]
-            kind = getattr(header.get("SOPClassUID"), "name", None) or header.get("Modality", "") or "object"
+            kind = getattr(header.get("SOPClassUID"), "name", None) or header.get("Modality", "") or "DICOM object"
             raise DicomSeriesError(
                 f"{folder} holds DICOM files but no image series ({path.name} has no pixel data: a {kind}): give a "
                 "folder with CT or MR image slices"

@@ -49,7 +49,8 @@ class Volume:
             from .errors import InputImageError
 
             raise InputImageError(
-                f"voxel spacing {tuple(spacing)} is zero, negative or not finite: fix the image header"
+                f"voxel spacing {tuple(float(s) for s in spacing)} is zero, negative or not finite: fix the image "
+                "header"
             )
         return cls(array, tuple(spacing), tuple(matrix[:3, 3]), columns / spacing[np.newaxis, :])
 

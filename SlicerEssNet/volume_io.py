@@ -114,6 +114,10 @@ def file_extension(path) -> str:
 
 
 # --- files ------------------------------------------------------------------------------------------------
+# The reader each extension means. Left to choose, ITK takes any reader that accepts the bytes: a PNG mask
+# named .nii.gz would come back as a 2D "volume".
+_IMAGE_IOS = {".nii": "NiftiImageIO", ".nii.gz": "NiftiImageIO", ".nrrd": "NrrdImageIO", ".nhdr": "NrrdImageIO",
+              ".mha": "MetaImageIO", ".mhd": "MetaImageIO"}
 _BYTES_PER_COMPONENT = {
     "8-bit unsigned integer": 1, "8-bit signed integer": 1, "16-bit unsigned integer": 2,
     "16-bit signed integer": 2, "32-bit unsigned integer": 4, "32-bit signed integer": 4,
@@ -128,8 +132,10 @@ def _read_image_file(path: Path, max_bytes: int | None, name: str | None = None)
     import SimpleITK as sitk
 
     name = name or path.name
+    nifti = _nifti_header(path, name) if file_extension(path) in (".nii", ".nii.gz") else None
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
+    reader.SetImageIO(_IMAGE_IOS[file_extension(path)])
     try:
         reader.ReadImageInformation()
         pixel_type = sitk.GetPixelIDValueAsString(reader.GetPixelID())
@@ -146,8 +152,8 @@ def _read_image_file(path: Path, max_bytes: int | None, name: str | None = None)
         raise InputImageError(f"{name} has complex voxels: save the magnitude image instead")
     component_bytes = _BYTES_PER_COMPONENT.get(pixel_type.replace("vector of ", ""), 8)
     check_image_header(name, size, components, component_bytes, spacing, max_bytes)
-    if file_extension(path) in (".nii", ".nii.gz"):
-        _check_nifti_complete(path, name)
+    if nifti is not None:
+        _check_nifti_voxels(path, name, *nifti)
     try:
         image = reader.Execute()
     except RuntimeError as error:
@@ -178,30 +184,59 @@ def _unambiguous_link(path: Path):
         yield link
 
 
-def _check_nifti_complete(path: Path, name: str) -> None:
-    """ITK reads a truncated NIfTI without complaint (the missing voxels come back as zeros), so count the bytes."""
+def _nifti_header(path: Path, name: str) -> tuple:
+    """``(header, compressed)`` of a NIfTI file, read with nibabel and checked before ITK opens the file.
+
+    ITK's NIfTI library turns a zero voxel size into 1 mm without a word, reads a zero-length axis as a 2D image,
+    and prints its complaints about a file that is not NIfTI straight to stderr (a second line under the CLI's
+    one). Whether the bytes are gzipped is read from the file, not the name, as ITK does.
+    """
+    import gzip
+
+    import nibabel
+
+    not_nifti = "check that it is a complete, valid NIfTI file (not another format renamed)"
+    try:
+        with open(path, "rb") as raw:
+            compressed = raw.read(2) == b"\x1f\x8b"
+        with (gzip.open if compressed else open)(path, "rb") as stream:
+            block = stream.read(nibabel.Nifti2Header.sizeof_hdr)
+    except (OSError, EOFError, zlib.error) as error:
+        raise InputImageError(f"cannot read {name} as an image ({first_line(error)}): {not_nifti}") from None
+    kind = next((k for k in (nibabel.Nifti1Header, nibabel.Nifti2Header) if k.may_contain_header(block)), None)
+    if kind is None:
+        raise InputImageError(f"cannot read {name} as an image (no NIfTI header): {not_nifti}")
+    header = kind(block[: kind.sizeof_hdr], check=False)  # check=True would log nibabel's own fixes to stderr
+    n_dims = int(header["dim"][0])
+    sizes = tuple(int(size) for size in header["dim"][1: n_dims + 1])
+    if 1 <= n_dims <= 7 and any(size <= 0 for size in sizes):
+        raise InputImageError(f"{name} has no voxels along some axis (size {sizes}): check the file")
+    spacing = tuple(float(value) for value in header["pixdim"][1: min(n_dims, 3) + 1])
+    if any(value == 0 for value in spacing):
+        raise InputImageError(
+            f"{name} has voxel spacing {spacing}: spacing must be positive and finite; fix the image header"
+        )
+    return header, compressed
+
+
+def _check_nifti_voxels(path: Path, name: str, header, compressed: bool) -> None:
+    """What ITK's NIfTI reader hides: it reads a truncated file without complaint (the missing voxels come back
+    as zeros) and silently turns NaN and infinite voxels into 0. So count the bytes, and scan float voxels."""
     import gzip
 
     try:
-        import nibabel
-
-        header = nibabel.load(str(path)).header
-        expected = int(header.get_data_offset()) + int(np.prod(header.get_data_shape(), dtype=np.float64)) * int(
-            header.get_data_dtype().itemsize
-        )
-    except Exception:  # noqa: BLE001 - nibabel could not parse what ITK did: ITK's reading stands on its own
+        dtype = header.get_data_dtype()
+        offset = int(header.get_data_offset())
+        expected = offset + int(np.prod(header.get_data_shape(), dtype=np.float64)) * int(dtype.itemsize)
+    except Exception:  # noqa: BLE001 - nibabel could not size what ITK read: ITK's reading stands on its own
         return
-    if file_extension(path) == ".nii":
-        actual = path.stat().st_size
+    floating = dtype.kind == "f"
+    if not compressed and not floating:
+        actual, n_nan, n_inf = path.stat().st_size, 0, 0
     else:
-        actual = 0
         try:
-            with gzip.open(path, "rb") as stream:
-                while actual < expected:
-                    chunk = stream.read(1 << 22)
-                    if not chunk:
-                        break
-                    actual += len(chunk)
+            with (gzip.open if compressed else open)(path, "rb") as stream:
+                actual, n_nan, n_inf = _scan_voxel_bytes(stream, offset, expected, dtype if floating else None)
         except (OSError, EOFError, zlib.error) as error:
             raise InputImageError(
                 f"{name} is a damaged gzip stream ({first_line(error)}): the file is truncated or corrupt; "
@@ -211,6 +246,30 @@ def _check_nifti_complete(path: Path, name: str) -> None:
         raise InputImageError(
             f"{name} is truncated ({actual} of the {expected} bytes its header promises): export it again"
         )
+    if n_nan or n_inf:
+        raise InputImageError(
+            f"{name} contains {n_nan} NaN and {n_inf} infinite voxels: replace them (e.g. with the background "
+            "value) before processing"
+        )
+
+
+def _scan_voxel_bytes(stream, offset: int, end: int, dtype) -> tuple:
+    """``(bytes read up to end, NaN count, inf count)``, streamed in chunks; values are counted only with a dtype."""
+    done = n_nan = n_inf = 0
+    pending = b""
+    while done < end:
+        chunk = stream.read(min(1 << 22, end - done))
+        if not chunk:
+            break
+        if dtype is not None and done + len(chunk) > offset:
+            data = pending + chunk[max(0, offset - done):]
+            usable = len(data) - len(data) % dtype.itemsize
+            values = np.frombuffer(data[:usable], dtype=dtype)
+            n_nan += int(np.count_nonzero(np.isnan(values)))
+            n_inf += int(np.count_nonzero(np.isinf(values)))
+            pending = data[usable:]
+        done += len(chunk)
+    return done, n_nan, n_inf
 
 
 def volume_from_image(image) -> Volume:
