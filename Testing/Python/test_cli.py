@@ -23,6 +23,7 @@ def run_cli(*args, env_extra=None, timeout=300):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
+    pytest.importorskip("torch")  # the models need torch; `evaluate` runs without it
     folder = tmp_path_factory.mktemp("tiny")
     create_untrained_model("synthesis", folder / "tiny_ct2mr", width=4)
     create_untrained_model("segmentation", folder / "tiny_liver", width=4)

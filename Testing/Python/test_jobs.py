@@ -17,6 +17,7 @@ from SlicerEssNet.weights import create_untrained_model
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
+    pytest.importorskip("torch")  # the model needs torch; the request and clean-up tests run without it
     folder = tmp_path_factory.mktemp("jobs")
     create_untrained_model("synthesis", folder / "tiny_ct2mr", width=4)
     ct = np.random.default_rng(0).normal(0, 300, size=(40, 48, 48)).astype(np.int16)
