@@ -25,7 +25,6 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-import torch
 
 from SlicerEssNet import cli, errors
 from SlicerEssNet.pipeline import process_file
@@ -37,6 +36,8 @@ from test_slicer_modules import (in_process, logic_of, modules, node_ids, one_li
                                  slicer)
 from test_volume_io import _recompress_as_htj2k
 from weights_testing import Payload, sha256
+
+torch = pytest.importorskip("torch")  # every case runs a model, or at least loads one
 
 CT = "totalseg_examples/example_ct_sm.nii.gz"  # real CT, 122 x 101 x 30, 3 mm
 MR = "totalseg_examples/example_mr_sm.nii.gz"  # real MR, 117 x 91 x 20, 3 mm
@@ -648,10 +649,13 @@ def registry_with(tmp_path, empty_registry):
     return write_registry
 
 
-def test_downloads_that_fail_leave_the_cache_as_it_was(tmp_path, tiny, registry_with, capfd):
+@pytest.fixture
+def failing_urls(tiny):
+    """Registry URLs for the tiny liver model that fail: nobody listening, a scheme the registry refuses, a server
+    that promises the whole file and hangs up halfway, a 404; with the words each failure's message carries."""
+    import http.server
     import socket
     import threading
-    import http.server
 
     weights = tiny["segmentation"]
     with socket.socket() as probe:  # a port nobody listens on
@@ -661,21 +665,21 @@ def test_downloads_that_fail_leave_the_cache_as_it_was(tmp_path, tiny, registry_
         ("127.0.0.1", 0), lambda *args: ModelServer(*args, directory=str(weights.parent)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        for entry_url, error_words in [
-            (f"http://127.0.0.1:{dead_port}/{weights.name}", "cannot download tiny-liver from"),
-            ("ftp://example.org/tiny-liver.safetensors", "must start with https://"),
-            (f"{url}/half/{weights.name}", "was cut off after"),
-            (f"{url}/missing.safetensors", "HTTP 404"),
-        ]:
-            registry_with(entry_for(weights, entry_url))
-            code = cli.main(["models", "download", "tiny-liver"])
-            lines = error_lines(capfd.readouterr().err)
-            assert code == cli.EXIT_FAILED and lines[-1].startswith("error: ") and error_words in lines[-1], lines
-            assert everything_in(tmp_path / "home") in ([], ["models"]), "no partial download is left"
-    finally:
-        server.shutdown()
-        server.server_close()
+    yield [(f"http://127.0.0.1:{dead_port}/{weights.name}", errors.DownloadError, "cannot download tiny-liver from"),
+           ("ftp://example.org/tiny-liver.safetensors", errors.WeightsError, "must start with https://"),
+           (f"{url}/half/{weights.name}", errors.DownloadError, "was cut off after"),
+           (f"{url}/missing.safetensors", errors.DownloadError, "HTTP 404")]
+    server.shutdown()
+    server.server_close()
+
+
+def test_downloads_that_fail_leave_the_cache_as_it_was(tmp_path, tiny, registry_with, failing_urls, capfd):
+    for url, _, words in failing_urls:
+        registry_with(entry_for(tiny["segmentation"], url))
+        code = cli.main(["models", "download", "tiny-liver"])
+        lines = error_lines(capfd.readouterr().err)
+        assert code == cli.EXIT_FAILED and lines[-1].startswith("error: ") and words in lines[-1], lines
+        assert everything_in(tmp_path / "home") in ([], ["models"]), "no partial download is left"
 
 
 # --- CHAOS folders whose masks do not match their slices -----------------------------------------------------
@@ -878,3 +882,16 @@ def test_each_notice_is_printed_once(source, option, tmp_path, shared_data, tiny
     lines = error_lines(done.stderr)
     assert done.returncode == cli.EXIT_OK
     assert len(lines) == 1 and lines[0].startswith("note: "), lines
+
+
+def test_a_model_download_that_fails_in_a_module_leaves_the_scene_and_cache_unchanged(
+        slicer, modules, shared_data, tiny, tmp_path, registry_with, failing_urls, scene_guard):
+    node = real_node(slicer, shared_data, "segment")
+    scene_guard.start()
+    for url, error, words in failing_urls:
+        registry_with(entry_for(tiny["segmentation"], url))
+        with pytest.raises(errors.EssNetError) as caught:
+            logic_of(modules, "LiverSegmentation", in_process()).process(node, model="tiny-liver", device="cpu")
+        assert type(caught.value) is error and words in one_line(caught.value)
+        assert everything_in(tmp_path / "home") in ([], ["models"]), "no partial download is left"
+    scene_guard.check()
