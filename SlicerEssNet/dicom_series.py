@@ -132,9 +132,8 @@ def read_dicom_file(path, max_bytes: int | None = None) -> Volume:
     path = Path(path).expanduser()
     header = read_dicom_header(path)  # a clear error for a file that is not DICOM at all
     if not any(keyword in header for keyword in _PIXEL_KEYWORDS):
-        kind = getattr(header.get("SOPClassUID"), "name", None) or header.get("Modality", "") or "DICOM object"
         raise DicomSeriesError(
-            f"{path.name} has no pixel data (a {kind}, not an image): give a CT or MR image file or its folder"
+            f"{path.name} has no pixel data ({_kind_of(header)}): give a CT or MR image file or its folder"
         )
     return read_dicom_series(path.parent, series_uid=str(header.get("SeriesInstanceUID", "") or ""),
                              max_bytes=max_bytes)
@@ -213,6 +212,14 @@ def read_dicom_header(path):
 
 
 
+def _kind_of(header) -> str:
+    """What a DICOM file without pixel data is, for messages: its SOP class or modality when it says."""
+    kind = getattr(header.get("SOPClassUID"), "name", None) or header.get("Modality", "")
+    if kind:
+        return f"a {kind}, not an image"
+    return "it names no SOP class or modality either: a damaged file, or not an image"  # garbage parses this way
+
+
 def has_dicom_preamble(path) -> bool:
     try:
         with open(path, "rb") as handle:
@@ -228,10 +235,9 @@ def _choose_series(folder: Path, scan: FolderScan, series_uid):
     if not series:
         if scan.without_pixels:
             path, header = scan.without_pixels[0]
-            kind = getattr(header.get("SOPClassUID"), "name", None) or header.get("Modality", "") or "DICOM object"
             raise DicomSeriesError(
-                f"{folder} holds DICOM files but no image series ({path.name} has no pixel data: a {kind}): give a "
-                "folder with CT or MR image slices"
+                f"{folder} holds DICOM files but no image series ({path.name} has no pixel data: "
+                f"{_kind_of(header)}): give a folder with CT or MR image slices"
             )
         if scan.damaged:
             raise DicomSeriesError(

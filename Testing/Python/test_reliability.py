@@ -415,7 +415,7 @@ CASES = [
     Case("truncated NRRD", _truncated_nrrd, errors.InputImageError, "cannot read the voxels"),
     Case("corrupt NRRD header", _corrupt_nrrd_header, errors.InputImageError, "as an image ("),
     Case("truncated DICOM slice", _truncated_dicom, errors.DicomSeriesError, "02.dcm"),
-    Case("corrupt DICOM file", _corrupt_dicom_file, errors.DicomSeriesError, "01.dcm"),
+    Case("corrupt DICOM file", _corrupt_dicom_file, errors.DicomSeriesError, "01.dcm has no pixel data (it names no SOP"),
     Case("DICOM mixed series", _mixed_series, errors.DicomSeriesError, "holds 2 DICOM series"),
     Case("DICOM missing slices", _missing_slices, errors.DicomSeriesError, "about 2 slice(s) missing"),
     Case("DICOM uneven spacing", _uneven_spacing, errors.DicomSeriesError, "slice spacing is not uniform"),
