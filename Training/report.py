@@ -25,9 +25,9 @@ ARM_TITLES = {
     "real": "real MR only",
     "real+essnet": "real + EssNet synthetic MR",
     "real+cyclegan": "real + CycleGAN synthetic MR (ablation)",
-    "low5": "low data: 5 real patients",
-    "low5+essnet": "low data: 5 real + EssNet synthetic",
-    "low5+cyclegan": "low data: 5 real + CycleGAN synthetic",
+    "low5": "low data: {n} real patients",
+    "low5+essnet": "low data: {n} real + EssNet synthetic",
+    "low5+cyclegan": "low data: {n} real + CycleGAN synthetic",
     "monai": "peer: MONAI UNet (residual units, DiceCE), real only",
 }
 COLUMNS = (("pooled_dice_2d", "2D Dice (pooled)", 4), ("pooled_iou_2d", "2D IoU (pooled)", 4),
@@ -143,7 +143,8 @@ def markdown(results: dict, config: dict, figures: list) -> str:
         paper = PAPER.get(arm, {})
         paper_text = (f"{paper['pooled_dice_2d']:.4f} / {paper['pooled_iou_2d']:.4f}" if "pooled_dice_2d" in paper
                       else ("no number" if paper else ""))
-        lines.append(f"| {ARM_TITLES.get(arm, arm)} | " + " | ".join(_cell(metrics.get(key), digits)
+        title = ARM_TITLES.get(arm, arm).format(n=len(split["MR_low_data"]))
+        lines.append(f"| {title} | " + " | ".join(_cell(metrics.get(key), digits)
                                                                      for key, _, digits in COLUMNS)
                      + f" | {paper_text} |")
     lines += ["", f"Anchor: {CHAOS_BEST_MR_LIVER}.", ""]
