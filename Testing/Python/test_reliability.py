@@ -895,3 +895,14 @@ def test_a_model_download_that_fails_in_a_module_leaves_the_scene_and_cache_unch
         assert type(caught.value) is error and words in one_line(caught.value)
         assert everything_in(tmp_path / "home") in ([], ["models"]), "no partial download is left"
     scene_guard.check()
+
+
+@pytest.mark.parametrize("logic_name", LOGICS)
+def test_a_single_slice_node_is_processed_as_one_slice(logic_name, slicer, modules, shared_data, tiny):
+    task = LOGICS[logic_name]
+    node = real_node(slicer, shared_data, task, array_edit=lambda array: np.ascontiguousarray(array[10:11]))
+    result = logic_of(modules, logic_name, in_process()).process(node, model=str(tiny[TASK_OF[task]]), device="cpu")
+    if task == "synthesize":
+        assert slicer.util.arrayFromVolume(result.volumeNode).shape == (1,) + node.GetImageData().GetDimensions()[1::-1]
+    else:
+        assert result.segmentationNode is not None and result.liverVolumeMl >= 0.0
