@@ -8,13 +8,25 @@ import argparse
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
 from . import __version__
-from .errors import EssNetError
+from .errors import EssNetError, ModalityMismatchWarning
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a wrong count is a usage error (exit 2), not a traceback from deep inside torch."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
+    return value
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
@@ -37,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
         command.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                              help="autocast precision (auto: bf16 where the hardware runs it natively)")
-        command.add_argument("--batch-size", type=int, help="slices per batch (default: chosen from the model grid)")
-        command.add_argument("--threads", type=int, help="CPU threads (default: the cores available)")
+        command.add_argument("--batch-size", type=positive_int, help="slices per batch (default: chosen from the model grid)")
+        command.add_argument("--threads", type=positive_int, help="CPU threads (default: the cores available)")
         command.add_argument("--allow-modality-mismatch", action="store_true",
                              help="go on (with a warning) when the input does not look like the model's modality")
         if name == "segment":
@@ -101,14 +113,21 @@ def _is_volume_file(path: Path) -> bool:
 
 def _cases(input_path: Path, output_path: Path, default_suffix: str):
     """(input, output) pairs: one file or DICOM folder, or every volume file in a folder (cohort mode)."""
-    from .errors import InputImageError
+    from .errors import InputImageError, OutputPathError
 
     if not input_path.exists():
         raise InputImageError(f"input {input_path} does not exist: check the path")
     volumes = sorted(p for p in input_path.iterdir() if _is_volume_file(p)) if input_path.is_dir() else []
     if not volumes:
+        if output_path.exists() and output_path.resolve() == input_path.resolve():
+            raise OutputPathError(f"output {output_path} is the input itself: choose another output path")
         return [(input_path, output_path)]
-    output_path.mkdir(parents=True, exist_ok=True)
+    try:
+        output_path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputPathError(
+            f"output {output_path} must be a folder when the input is a folder of volumes ({error.strerror}): "
+            "give a folder") from None
     pairs = []
     for path in volumes:
         stem = path.name[: -len(".nii.gz")] if path.name.lower().endswith(".nii.gz") else path.stem
@@ -133,7 +152,10 @@ def _run_task(args) -> int:
         if not args.quiet:
             options["progress"] = TextProgressBar(label)
         try:
-            report = process_file(args.command, source, destination, loaded, **options)
+            with warnings.catch_warnings():
+                # The report's notes say it once, as 'note: ...'; a Python warning would repeat it with source lines.
+                warnings.simplefilter("ignore", ModalityMismatchWarning)
+                report = process_file(args.command, source, destination, loaded, **options)
         except EssNetError as error:
             if len(pairs) == 1:
                 raise

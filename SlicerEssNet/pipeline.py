@@ -13,7 +13,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from .errors import ModalityMismatchError, ModalityMismatchWarning, WeightsError
+from .errors import ModalityMismatchError, ModalityMismatchWarning, OutputPathError, WeightsError
 from .progress import CancelToken, ProgressCallback
 from .volume import Volume
 
@@ -101,7 +101,7 @@ def run_model(volume: Volume, loaded, *, device: str = "auto", precision: str = 
         output = np.zeros(volume.array.shape, dtype=np.float32)
 
     engine = SliceEngine(loaded.network, device=device, precision=precision, batch_size=batch_size)
-    if engine.device_note:
+    if engine.device_note and report is None:  # with a report, the caller shows its notes
         log.warning(engine.device_note)
     engine.run(source, frame.to_canonical(output), task, progress=progress, cancel=cancel)
 
@@ -169,6 +169,8 @@ def process_file(task: str, input_path, output_path, model=None, **options) -> R
 
     if task not in TASKS:
         raise ValueError(f"unknown task '{task}': use one of {', '.join(TASKS)}")
+    if Path(output_path).exists() and Path(output_path).resolve() == Path(input_path).resolve():
+        raise OutputPathError(f"output {output_path} is the input itself: choose another output path")
     volume = read_volume(input_path)
     loaded = resolve_model(model, task)
     report = RunReport(loaded.card.name, "", "", 0, ())

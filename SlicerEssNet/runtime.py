@@ -19,7 +19,14 @@ PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 def import_torch(threads: Optional[int] = None):
     """Import torch with a passive OpenMP wait policy and a deliberate thread count; returns the module."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import torch
+    try:
+        import torch
+    except ImportError:
+        from .errors import MissingDependencyError
+
+        raise MissingDependencyError(
+            "PyTorch is not installed: install it (pip install torch, or the build for your GPU from pytorch.org; "
+            "in Slicer, the PyTorch extension), then run again") from None
 
     if threads is None:
         threads = int(os.environ.get("SLICERESSNET_THREADS", "0")) or default_thread_count()

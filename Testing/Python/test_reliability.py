@@ -589,9 +589,9 @@ def test_a_single_slice_or_a_2d_image_is_one_slice(slices, name, tmp_path, share
 def test_a_modality_mismatch_can_be_allowed_and_is_reported(tmp_path, shared_data, tiny, capfd):
     mr = write(crop(shared_data, MR, slice(8, 10)), tmp_path / "mr.nii.gz")
     output = tmp_path / "result.nii.gz"
-    with pytest.warns(errors.ModalityMismatchWarning, match="does not look like CT"):
-        code = cli.main(["synthesize", str(mr), str(output), "--model", str(tiny["synthesis"]), "--device", "cpu",
-                         "--threads", "1", "--quiet", "--allow-modality-mismatch"])
+    # The CLI says it once, as a note (the core's ModalityMismatchWarning is tested in test_inference.py).
+    code = cli.main(["synthesize", str(mr), str(output), "--model", str(tiny["synthesis"]), "--device", "cpu",
+                     "--threads", "1", "--quiet", "--allow-modality-mismatch"])
     stderr = capfd.readouterr().err
     assert code == cli.EXIT_OK and output.is_file()
     assert "note: modality check: no voxel below -100" in stderr and "looks like MR" in stderr
@@ -839,10 +839,7 @@ def test_a_worker_process_that_dies_leaves_the_scene_unchanged(slicer, modules, 
     scene_guard.check()
 
 
-# --- known gaps in the CLI, reported to the lead with the fix (docs/RELIABILITY.md, "Open"): these turn into
-# failures (strict xfail) once fixed, so the marker gets removed ---------------------------------------------
-@pytest.mark.xfail(strict=True, raises=FileExistsError,
-                   reason="cli._cases: output_path.mkdir() on an existing file escapes as a traceback")
+# --- edge cases of the command line itself ---------------------------------------------------------------------
 def test_a_cohort_written_to_a_file_path_is_one_error_line(tmp_path, shared_data, tiny, capfd):
     cohort = tmp_path / "cohort"
     cohort.mkdir()
@@ -854,8 +851,6 @@ def test_a_cohort_written_to_a_file_path_is_one_error_line(tmp_path, shared_data
     assert code == cli.EXIT_FAILED and len(lines) == 1 and lines[0].startswith("error: ")
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="cli: --threads 0 reaches torch.set_num_threads and escapes as a traceback")
 def test_a_thread_count_of_zero_is_a_usage_error(tmp_path, shared_data, tiny, capfd):
     source = write(crop(shared_data), tmp_path / "ct.nii.gz")
     try:
@@ -868,8 +863,6 @@ def test_a_thread_count_of_zero_is_a_usage_error(tmp_path, shared_data, tiny, ca
     assert code in (cli.EXIT_FAILED, cli.EXIT_USAGE) and not (tmp_path / "o.nii.gz").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline.run_model warns and logs what the CLI also prints as a note: the "
-                                       "user reads the same message twice, once as a Python warning with source")
 @pytest.mark.parametrize("source, option", [(MR, "--allow-modality-mismatch"), (CT, "--device=cuda")],
                          ids=["allowed mismatch", "no GPU"])
 def test_each_notice_is_printed_once(source, option, tmp_path, shared_data, tiny):
@@ -908,8 +901,15 @@ def test_a_single_slice_node_is_processed_as_one_slice(logic_name, slicer, modul
         assert result.segmentationNode is not None and result.liverVolumeMl >= 0.0
 
 
-@pytest.mark.xfail(strict=True, raises=ImportError,
-                   reason="runtime.import_torch: without PyTorch the CLI ends in a ModuleNotFoundError traceback")
+def test_output_equal_to_input_is_refused_before_anything_is_overwritten(tmp_path, shared_data, tiny, capfd):
+    source = write(crop(shared_data), tmp_path / "ct.nii.gz")
+    before = source.read_bytes()
+    code = cli.main(["synthesize", str(source), str(source), "--model", str(tiny["synthesis"]), "--quiet"])
+    lines = error_lines(capfd.readouterr().err)
+    assert code == cli.EXIT_FAILED and len(lines) == 1 and "is the input itself" in lines[0]
+    assert source.read_bytes() == before
+
+
 def test_without_pytorch_the_cli_says_what_to_install(tmp_path, shared_data, tiny, capfd, monkeypatch):
     import sys
 
