@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "segment":
             command.add_argument("--all-components", action="store_true",
                                  help="keep every connected liver component (default: the largest only)")
+        command.add_argument("--preview", action="store_true",
+                             help="also write <output>_preview.png: input and result side by side on a few slices")
         command.add_argument("--quiet", action="store_true", help="no progress bar")
         command.set_defaults(handler=_run_task, default_suffix=default_suffix)
 
@@ -135,6 +137,15 @@ def _cases(input_path: Path, output_path: Path, default_suffix: str):
     return pairs
 
 
+def _preview_path(output: Path) -> Path:
+    name = output.name
+    for suffix in VOLUME_SUFFIXES[::-1]:  # longest first: .nii.gz before .gz-less names
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return output.with_name(f"{name}_preview.png")
+
+
 def _run_task(args) -> int:
     from .pipeline import process_file, resolve_model
     from .progress import TextProgressBar
@@ -151,6 +162,8 @@ def _run_task(args) -> int:
                        largest_component=not getattr(args, "all_components", False))
         if not args.quiet:
             options["progress"] = TextProgressBar(label)
+        if args.preview:
+            options["preview_path"] = _preview_path(destination)
         try:
             with warnings.catch_warnings():
                 # The report's notes say it once, as 'note: ...'; a Python warning would repeat it with source lines.

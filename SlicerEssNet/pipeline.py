@@ -163,8 +163,11 @@ def segment(volume: Volume, model=None, *, largest_component: bool = True, **opt
     return result
 
 
-def process_file(task: str, input_path, output_path, model=None, **options) -> RunReport:
-    """Read, run, and write the result atomically: a failure or a cancel leaves no output file."""
+def process_file(task: str, input_path, output_path, model=None, *, preview_path=None, **options) -> RunReport:
+    """Read, run, and write the result atomically: a failure or a cancel leaves no output file.
+
+    ``preview_path``: also write a PNG of input and result side by side on a few slices.
+    """
     from .volume_io import read_volume, write_volume
 
     if task not in TASKS:
@@ -178,6 +181,10 @@ def process_file(task: str, input_path, output_path, model=None, **options) -> R
     if task == "segment" and options.get("largest_component", True):
         result = result.with_array(keep_largest_component(result.array))
     write_volume(result, output_path)
+    if preview_path is not None:
+        from .preview import write_preview
+
+        write_preview(volume, result, preview_path, labels=task == "segment")
     return report
 
 

@@ -59,6 +59,21 @@ def test_synthesize_and_segment_keep_the_input_geometry_exactly(shared_data, tin
 
 
 @pytest.mark.data
+@pytest.mark.data
+def test_preview_shows_input_and_result_side_by_side(shared_data, tiny, tmp_path):
+    from PIL import Image
+
+    mr = shared_data / "chaos_mr_t2" / "mr_t2_01.nii.gz"
+    done = run_cli("segment", mr, tmp_path / "liver.nii.gz", "--model", tiny["segmentation"], "--quiet", "--preview")
+    assert done.returncode == 0, done.stderr
+    picture = np.asarray(Image.open(tmp_path / "liver_preview.png"))
+    assert picture.ndim == 3 and picture.shape[2] == 3
+    # Three rows of two panels; the 1.25 mm in-plane pixels are square, so each panel is as wide as it is tall.
+    assert picture.shape[1] == 2 * 256 + 4 and picture.shape[0] == 3 * 256 + 2 * 4
+    left = picture[:256, :256].astype(int)
+    assert left.std() > 10  # the MR itself, not a blank panel
+
+
 def test_a_folder_of_volumes_is_a_cohort(shared_data, tiny, tmp_path):
     cohort = tmp_path / "cohort"
     cohort.mkdir()
