@@ -39,8 +39,8 @@ class SynthesisOptions:
     seg_n_blocks: int = 6
     crop: int = 64  # generators are fully convolutional: train on crops, apply to whole slices
     batch_size: int = 1
-    iterations: int = 600
-    decay_from: int = 300  # constant LR until here, then linear decay to 0
+    iterations: int = 1200
+    decay_from: int = 600  # constant LR until here, then linear decay to 0
     lr: float = 2e-4
     beta1: float = 0.5
     lambda_cycle: float = 10.0
@@ -56,8 +56,8 @@ class SegmentationOptions:
     base: int = 24  # classic U-Net width (shipped: fp16 size budget)
     crop: int = 96  # training crop; U-Nets are fully convolutional and read whole model-grid slices in use
     batch_size: int = 4
-    iterations: int = 800
-    decay_from: int = 500
+    iterations: int = 1600
+    decay_from: int = 1000
     lr: float = 1e-3
     weight_decay: float = 1e-5
     dice_weight: float = 1.0
