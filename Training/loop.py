@@ -64,12 +64,17 @@ def run_loop(job_dir, *, label: str, total: int, step: Callable[[int], dict], ge
             print(f"[{label}] resuming at iteration {start}/{total} from {checkpoint_path}", file=stream, flush=True)
     tensorboard = TensorBoardLog(job_dir / "tensorboard", context.is_main)
     started = time.perf_counter()
+    window: dict = {}  # losses since the last log line: the curves show means, not single noisy batches
     for iteration in range(start, total):
         record = step(iteration)
+        for key, value in record.items():
+            window.setdefault(key, []).append(value)
         done = iteration + 1
         extra = after_step(done, record) if after_step else None
         if extra or done % log_every == 0 or done == total:
-            entry = {"iteration": done, **record, **(extra or {})}
+            means = {key: sum(values) / len(values) for key, values in window.items()}
+            window = {}
+            entry = {"iteration": done, **means, **(extra or {})}
             history.append(entry)
             tensorboard.add(entry, done)
             if context.is_main:
