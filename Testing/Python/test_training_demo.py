@@ -101,3 +101,17 @@ def test_micro_study_end_to_end(tmp_path, capsys):
     assert json.dumps(again["summary"]) == json.dumps(results["summary"])  # NaN-safe (tiny models: empty masks)
     assert "resuming at iteration 6/6" in capsys.readouterr().err
     np.testing.assert_equal(again["split"], results["split"])
+
+
+def test_no_seg_flag_trains_only_the_ablation_and_drops_the_essnet_arms(tmp_path):
+    from Training.__main__ import main
+    from Training.study import Study
+
+    preset = _micro_preset()
+    preset.synthesis = dataclasses.replace(preset.synthesis, seg_weight=0.0)  # what --no-seg sets
+    study = Study(tmp_path / "run", preset)
+    assert study.synthesis_models() == (("cyclegan", False),)
+    assert study.arms() == ("real", "real+cyclegan", "low5", "monai")
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["preset"]["synthesis"]["seg_weight"] == 0.0
+    with pytest.raises(SystemExit):
+        main(["run", "--preset", "nonexistent"])
