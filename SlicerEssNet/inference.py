@@ -16,14 +16,18 @@ from typing import Optional
 import numpy as np
 
 from .errors import CancelledError, DeviceError
+from .fusion import fold_batch_norm, uses_instance_norm
 from .progress import CancelToken, ProgressCallback, ProgressTracker
 from .runtime import autocast_dtype, import_torch, select_device
 
 log = logging.getLogger(__name__)
 
-# Pixels per batch on the CPU: large enough to keep oneDNN's kernels busy, small enough that a 512-slice volume
-# costs no more memory than a 20-slice one. GPUs take more (they are latency-bound at small batches).
-CPU_BATCH_PIXELS = 8 * 128 * 128
+# Pixels per batch on the CPU, measured on 2 cores (Testing/benchmarks/inference.py): the U-Net runs fastest at
+# about 4 slices of 256x256, instance-normed generators at 1-2 (their per-slice statistics are memory-bound and
+# fall out of cache in bigger batches). Either way a 512-slice volume costs no more memory than a 20-slice one.
+# GPUs take far more (they are latency-bound at small batches).
+CPU_BATCH_PIXELS = 4 * 256 * 256
+CPU_BATCH_PIXELS_INSTANCE_NORM = 2 * 256 * 256
 GPU_BATCH_PIXELS = 64 * 256 * 256
 
 
@@ -48,7 +52,8 @@ class SliceEngine:
         self.autocast = autocast_dtype(self.device, precision)
         self.requested_batch_size = batch_size
         self._copy_stream = None  # created on first CUDA upload
-        network = network.to(self.device).eval()
+        self.instance_norm = uses_instance_norm(network)
+        network = fold_batch_norm(network).to(self.device)  # a copy: the caller's network is left as it was
         if self.device.type != "mps":
             # oneDNN and cuDNN both prefer NHWC for 3x3 convolutions.
             network = network.to(memory_format=self.torch.channels_last)
@@ -58,7 +63,10 @@ class SliceEngine:
     def batch_size_for(self, model_shape) -> int:
         if self.requested_batch_size:
             return max(1, int(self.requested_batch_size))
-        pixels = GPU_BATCH_PIXELS if self.device.type == "cuda" else CPU_BATCH_PIXELS
+        if self.device.type == "cuda":
+            pixels = GPU_BATCH_PIXELS
+        else:
+            pixels = CPU_BATCH_PIXELS_INSTANCE_NORM if self.instance_norm else CPU_BATCH_PIXELS
         return int(max(1, min(64, pixels // max(1, model_shape[0] * model_shape[1]))))
 
     def run(self, source: np.ndarray, destination: np.ndarray, task: SliceTask, *,
@@ -140,11 +148,16 @@ class SliceEngine:
                 y = self.network(x)
             y = y.float()
             if task.output == "labels":
-                probabilities = torch.sigmoid(y) if y.shape[1] == 1 else torch.softmax(y, dim=1)
-                probabilities = task.grid.from_model(probabilities)
-                if probabilities.shape[1] == 1:
-                    return (probabilities[:, 0] > 0.5).to(torch.uint8)
-                return probabilities.argmax(dim=1).to(torch.uint8)
+                if y.shape[1] == 1:
+                    foreground = task.grid.from_model(torch.sigmoid(y))
+                    return (foreground[:, 0] > 0.5).to(torch.uint8)
+                probabilities = torch.softmax(y, dim=1)
+                if y.shape[1] == 2:
+                    # Probability-then-argmax with half the resampling: p0 = 1 - p1 and resampling is linear, so
+                    # resampled p1 > resampled p0 exactly where resampled p1 > 0.5.
+                    foreground = task.grid.from_model(probabilities[:, 1:2])
+                    return (foreground[:, 0] > 0.5).to(torch.uint8)
+                return task.grid.from_model(probabilities).contiguous().argmax(dim=1).to(torch.uint8)
             return task.grid.from_model(y)[:, 0] * task.out_scale + task.out_offset
 
     @staticmethod

@@ -92,11 +92,14 @@ class ModelInfo:
 
 
 class ModelStore:
-    """The registry plus the user cache. ``cache_dir``/``registry_path`` default to the user's and the package's."""
+    """The registry plus the user cache. ``cache_dir`` defaults to the user's cache; ``registry_path`` to
+    ``$SLICERESSNET_REGISTRY`` (a site's own registry, e.g. pointing at an intranet server) or the package's."""
 
     def __init__(self, cache_dir=None, registry_path=None):
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-        self.registry_path = Path(registry_path) if registry_path is not None else PACKAGE_MODELS / "registry.json"
+        if registry_path is None:
+            registry_path = os.environ.get("SLICERESSNET_REGISTRY") or PACKAGE_MODELS / "registry.json"
+        self.registry_path = Path(registry_path).expanduser()
         self._entries: Optional[List[RegistryEntry]] = None
 
     # --- the registry -------------------------------------------------------------------------------

@@ -119,6 +119,10 @@ class ModelChoice:
         return None
 
     @property
+    def names(self) -> List[Optional[str]]:
+        return [item[1] for item in self._items]
+
+    @property
     def available(self) -> bool:
         return self.model is not None
 
@@ -172,8 +176,14 @@ class ModelsPanel:
     # --- actions (the buttons call these; scripts and tests may call them directly) ---------------------------
     def importModelFile(self, path):
         """Copy a model (weights + card beside them) into the cache after checking it; returns the cached path."""
-        imported = self.store().import_file(path)
+        store = self.store()
+        imported = store.import_file(path)
         self.refresh()
+        # Whoever imports a model means to use it: select it wherever it fits (task and input modality).
+        name = os.path.basename(str(imported))[: -len(".safetensors")]
+        for choice in self.choices:
+            if name in choice.names:
+                choice.refresh(store, name)
         self._say(f"Imported {os.path.basename(str(imported))}.")
         return imported
 

@@ -184,3 +184,24 @@ def test_keep_largest_component_drops_islands_only():
     cleaned = keep_largest_component(labels)
     assert cleaned[0, 8, 8] == 0 and cleaned[3, 8, 1] == 2
     assert (cleaned == 1).sum() == 2 * 5 * 5
+
+
+def test_batch_norm_folding_keeps_the_result_and_the_callers_network():
+    from SlicerEssNet.fusion import fold_batch_norm
+    from SlicerEssNet.networks import build_network
+
+    torch.manual_seed(0)
+    network = build_network({"name": "unet", "in_channels": 1, "num_classes": 2, "base": 4})
+    with torch.no_grad():  # running statistics that are not the identity, as after training
+        for module in network.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+    network.eval()
+    folded = fold_batch_norm(network)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in network.modules())  # the original is untouched
+    x = torch.randn(2, 1, 32, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(folded(x), network(x), rtol=1e-4, atol=1e-4)

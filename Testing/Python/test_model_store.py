@@ -427,3 +427,15 @@ def test_remove_and_remove_all(tmp_path, published):
     with pytest.raises(ModelNotFoundError):
         store.remove("../README")
     assert ModelStore(cache_dir=tmp_path / "never-made", registry_path=SHIPPED_REGISTRY).remove_all() == []
+
+
+def test_a_site_registry_replaces_the_shipped_one(tmp_path, monkeypatch):
+    from SlicerEssNet.model_store import ModelStore
+
+    site = tmp_path / "site-registry.json"
+    site.write_text('{"format": "slicer-essnet-registry/1", "models": []}')
+    monkeypatch.setenv("SLICERESSNET_REGISTRY", str(site))
+    assert ModelStore(cache_dir=tmp_path / "cache").registry_path == site
+    assert ModelStore(cache_dir=tmp_path / "cache").entries() == []
+    monkeypatch.delenv("SLICERESSNET_REGISTRY")
+    assert [e.name for e in ModelStore(cache_dir=tmp_path / "cache").entries()]  # the shipped models

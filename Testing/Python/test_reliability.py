@@ -467,12 +467,10 @@ def tiny(tmp_path_factory):
 @pytest.fixture
 def empty_registry(tmp_path, monkeypatch):
     """No registered model and an empty private cache, whatever the shipped registry lists by then."""
-    from SlicerEssNet import model_store
-
     folder = tmp_path / "package-models"
     folder.mkdir()
     (folder / "registry.json").write_text('{"format": "slicer-essnet-registry/1", "models": []}')
-    monkeypatch.setattr(model_store, "PACKAGE_MODELS", folder)
+    monkeypatch.setenv("SLICERESSNET_REGISTRY", str(folder / "registry.json"))
     monkeypatch.setenv("SLICERESSNET_HOME", str(tmp_path / "home"))
     return folder
 

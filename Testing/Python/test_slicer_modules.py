@@ -38,11 +38,14 @@ def modules(repo_root):
 
 @pytest.fixture
 def slicer(modules, tmp_path, monkeypatch):
-    """A fresh real scene per test and a private model cache."""
+    """A fresh real scene per test, a private model cache and an empty registry (the tests import what they use)."""
     import slicer as slicer_module
     import slicer_standins
 
     monkeypatch.setenv("SLICERESSNET_HOME", str(tmp_path / "essnet-home"))
+    empty = tmp_path / "registry.json"
+    empty.write_text('{"format": "slicer-essnet-registry/1", "models": []}')
+    monkeypatch.setenv("SLICERESSNET_REGISTRY", str(empty))
     slicer_standins.new_scene()
     return slicer_module
 
