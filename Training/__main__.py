@@ -23,7 +23,8 @@ def main(argv=None) -> int:
     run.add_argument("--preset", choices=preset_names(), default="demo")
     run.add_argument("--run-dir", type=Path, default=None, help="default: runs/<preset> in the repository")
     run.add_argument("--data-root", default=None, help="real data folder (default ../shared/data)")
-    run.add_argument("--seeds", type=int, nargs="+", default=None, help="override the preset's seeds")
+    run.add_argument("--seeds", type=int, nargs="+", default=None,
+                     help="override the preset's seeds; on an existing run folder, adds seeds to it")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     run.add_argument("--no-seg", action="store_true",
                      help="only the plain-CycleGAN ablation for stage 1 (seg_weight = 0); stage 2 skips EssNet arms")
@@ -77,7 +78,7 @@ def _run(arguments) -> int:
     if arguments.no_seg:
         preset.synthesis = dataclasses.replace(preset.synthesis, seg_weight=0.0)
     run_dir = arguments.run_dir or REPO / "runs" / preset.name
-    study = Study(run_dir, preset, context, device=str(device))
+    study = Study(run_dir, preset, context, device=str(device), seeds=arguments.seeds)
     study.run()
     if study.preset.run_cli_demo and context.is_main:
         from .demo import apply_models_with_cli

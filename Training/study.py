@@ -46,7 +46,8 @@ SHIPPED = {"essnet-ct2mr": "CT->MR", "essnet-mr2ct": "MR->CT", "liver-unet-mr": 
 
 
 class Study:
-    def __init__(self, run_dir, preset, context: DistributedContext = None, stream=None, device="cpu"):
+    def __init__(self, run_dir, preset, context: DistributedContext = None, stream=None, device="cpu",
+                 seeds=None):
         self.run_dir = Path(run_dir)
         self.context = context or DistributedContext()
         self.stream = stream or sys.stderr
@@ -59,6 +60,13 @@ class Study:
             self.split = config["split"]
             self.cases = self._cases_from(config["cases"])
             self.log(f"resuming run {self.run_dir} (preset {self.preset.name})")
+            if seeds and tuple(seeds) != self.preset.seeds:
+                # More seeds on a finished run: the recorded options and split stay, finished seeds reload.
+                self.preset.seeds = tuple(seeds)
+                config["preset"]["seeds"] = list(seeds)
+                if self.context.is_main:
+                    write_json(config, self.run_dir / "config.json")
+                self.log(f"seeds are now {list(seeds)}")
         else:
             self.preset = preset
             self.cases = self._find_cases()

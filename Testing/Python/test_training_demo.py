@@ -115,3 +115,14 @@ def test_no_seg_flag_trains_only_the_ablation_and_drops_the_essnet_arms(tmp_path
     assert json.loads((tmp_path / "run" / "config.json").read_text())["preset"]["synthesis"]["seg_weight"] == 0.0
     with pytest.raises(SystemExit):
         main(["run", "--preset", "nonexistent"])
+
+
+def test_more_seeds_can_be_added_to_an_existing_run(tmp_path):
+    from Training.study import Study
+
+    first = Study(tmp_path / "run", _micro_preset())
+    assert first.preset.seeds == (0,)
+    again = Study(tmp_path / "run", _micro_preset(), seeds=(0, 1, 2))
+    assert again.preset.seeds == (0, 1, 2) and again.split == first.split
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert recorded["preset"]["seeds"] == [0, 1, 2]
