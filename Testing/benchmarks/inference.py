@@ -245,7 +245,8 @@ def volume_breakdown(quick):
             engine = SliceEngine(loaded.network, device="cpu")
             batch, slices = engine.batch_size_for(grid.model_shape), volume.array.shape[0]
             sizes = [batch] * (slices // batch) + ([slices % batch] if slices % batch else [])
-            inputs = [torch.zeros(n, 1, *grid.model_shape).contiguous(memory_format=torch.channels_last) for n in sizes]
+            inputs = [(torch.rand(n, 1, *grid.model_shape) * 2 - 1).contiguous(memory_format=torch.channels_last)
+                      for n in sizes]
 
             def pure():
                 with torch.inference_mode(), engine._autocast_context():
