@@ -246,7 +246,7 @@ def _differences(preset: dict, results: dict) -> list:
     ]
 
 
-def _small_png(source: Path, target: Path, colours: int = 96) -> None:
+def _small_png(source: Path, target: Path, colours: int = 48) -> None:
     """A palette copy of a figure (grey images + one outline colour need few colours): a fraction of the bytes."""
     from PIL import Image
 
