@@ -121,9 +121,7 @@ def _cases(input_path: Path, output_path: Path, default_suffix: str):
         raise InputImageError(f"input {input_path} does not exist: check the path")
     volumes = sorted(p for p in input_path.iterdir() if _is_volume_file(p)) if input_path.is_dir() else []
     if not volumes:
-        if output_path.exists() and output_path.resolve() == input_path.resolve():
-            raise OutputPathError(f"output {output_path} is the input itself: choose another output path")
-        return [(input_path, output_path)]
+        return [(input_path, output_path)]  # process_file refuses an output that is the input itself
     try:
         output_path.mkdir(parents=True, exist_ok=True)
     except OSError as error:

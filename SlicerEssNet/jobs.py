@@ -256,14 +256,13 @@ def run_worker(request_file) -> int:
     cancel = CancelToken()
     # Cancel arrives as SIGTERM: stop between batches and clean up instead of dying mid-write.
     signal.signal(signal.SIGTERM, lambda *_: cancel.cancel())
-    outcome = {}
+    ending = {}
 
     def emit(event: dict) -> None:
-        outcome.setdefault("last", event)
         if event.get("event") in ("done", "error"):
-            outcome["last"] = event
+            ending["event"] = event["event"]
         sys.stdout.write(EVENT_PREFIX + json.dumps(event) + "\n")
         sys.stdout.flush()
 
     _execute(request, emit, cancel)
-    return 0 if outcome.get("last", {}).get("event") == "done" else 1
+    return 0 if ending.get("event") == "done" else 1

@@ -157,9 +157,13 @@ def synthesize(volume: Volume, model=None, **options) -> Volume:
 
 def segment(volume: Volume, model=None, *, largest_component: bool = True, **options) -> Volume:
     """Liver segmentation of an MR volume: uint8 labels (1 = liver) on exactly the input's grid."""
-    result = run_model(volume, resolve_model(model, "segment"), **options)
-    if largest_component:
-        result = result.with_array(keep_largest_component(result.array))
+    return _finish("segment", run_model(volume, resolve_model(model, "segment"), **options), largest_component)
+
+
+def _finish(task: str, result: Volume, largest_component: bool) -> Volume:
+    """The task's own last step: a segmentation keeps its largest liver component unless asked not to."""
+    if task == "segment" and largest_component:
+        return result.with_array(keep_largest_component(result.array))
     return result
 
 
@@ -178,8 +182,7 @@ def process_file(task: str, input_path, output_path, model=None, *, preview_path
     loaded = resolve_model(model, task)
     report = RunReport(loaded.card.name, "", "", 0, ())
     result = run_model(volume, loaded, report=report, **_engine_options(options))
-    if task == "segment" and options.get("largest_component", True):
-        result = result.with_array(keep_largest_component(result.array))
+    result = _finish(task, result, options.get("largest_component", True))
     write_volume(result, output_path)
     if preview_path is not None:
         from .preview import write_preview
