@@ -247,15 +247,19 @@ class CT2MRISynthesisTest(ScriptedLoadableModuleTest):
     def runTest(self):
         from EssNetSlicerLib.dependencies import torchAvailable
 
-        self.setUp()
-        self.test_RefusesTransformedInput()
-        if not torchAvailable():
-            self.delayDisplay("PyTorch is not installed (PyTorch extension): the model runs are skipped")
-            return
-        self.setUp()
-        self.test_SynthesisKeepsGeometry()
-        self.setUp()
-        self.test_CancelLeavesSceneUnchanged()
+        # Slicer calls runTest directly, not through unittest's run(), so the cleanups must be run here.
+        try:
+            self.setUp()
+            self.test_RefusesTransformedInput()
+            if not torchAvailable():
+                self.delayDisplay("PyTorch is not installed (PyTorch extension): the model runs are skipped")
+                return
+            self.setUp()
+            self.test_SynthesisKeepsGeometry()
+            self.setUp()
+            self.test_CancelLeavesSceneUnchanged()
+        finally:
+            self.doCleanups()
 
     def _tinyModels(self):
         import shutil

@@ -277,15 +277,19 @@ class LiverSegmentationTest(ScriptedLoadableModuleTest):
     def runTest(self):
         from EssNetSlicerLib.dependencies import torchAvailable
 
-        self.setUp()
-        self.test_RefusesLabelmapInput()
-        if not torchAvailable():
-            self.delayDisplay("PyTorch is not installed (PyTorch extension): the model runs are skipped")
-            return
-        self.setUp()
-        self.test_SegmentationNode()
-        self.setUp()
-        self.test_ChainedFromCT()
+        # Slicer calls runTest directly, not through unittest's run(), so the cleanups must be run here.
+        try:
+            self.setUp()
+            self.test_RefusesLabelmapInput()
+            if not torchAvailable():
+                self.delayDisplay("PyTorch is not installed (PyTorch extension): the model runs are skipped")
+                return
+            self.setUp()
+            self.test_SegmentationNode()
+            self.setUp()
+            self.test_ChainedFromCT()
+        finally:
+            self.doCleanups()
 
     def _tinyModel(self, task, name):
         import shutil

@@ -28,6 +28,7 @@ class DataOptions:
     translate_px: float = 6.0
     intensity_scale: float = 0.12
     intensity_gamma: float = 0.4  # log-gamma range: organ contrast varies between patients (CHAOS 15)
+    organ_contrast: float = 0.0  # stage 2 only: log-range of the liver's own brightness jitter (0 = off)
 
 
 @dataclass
@@ -58,12 +59,12 @@ class SegmentationOptions:
     base: int = 24  # classic U-Net width (shipped: fp16 size budget)
     crop: int = 96  # training crop; U-Nets are fully convolutional and read whole model-grid slices in use
     batch_size: int = 4
-    iterations: int = 1600
-    decay_from: int = 1000
+    iterations: int = 4000  # 1600 stopped short: the real-only arm still gained 0.09 3D Dice up to 4000
+    decay_from: int = 2000
     lr: float = 1e-3
     weight_decay: float = 1e-5
     dice_weight: float = 1.0
-    eval_every: int = 200  # validation patients scored; the best checkpoint is kept
+    eval_every: int = 250  # validation patients scored; the best checkpoint is kept
     synthetic_fraction: float = 0.5  # share of each batch drawn from synthetic MR in the mixed arms
     autocast_bf16: bool = True  # 1.48x faster U-Net steps on CPUs with native bf16, same losses (training.py bench)
     checkpoint_every: int = 100  # <= one epoch of the real MR training slices
@@ -111,14 +112,15 @@ def _demo() -> Preset:
 
 
 def _cpu() -> Preset:
-    return Preset(name="cpu")
+    # organ_contrast: +0.04 mean 3D Dice for the real-only arm (0.81 -> 0.85), most of it on the dark-liver patient.
+    return Preset(name="cpu", data=DataOptions(organ_contrast=0.6))
 
 
 def _paper() -> Preset:
     return Preset(
         name="paper",
         seeds=(0, 1, 2),
-        data=DataOptions(spacing_mm=1.25, crop=256),
+        data=DataOptions(spacing_mm=1.25, crop=256, organ_contrast=0.6),
         synthesis=SynthesisOptions(
             ngf=64, ndf=64, seg_ngf=64, seg_n_blocks=9, crop=256, iterations=60000, decay_from=30000,
             autocast_bf16=False, checkpoint_every=1000,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from .augment import organ_contrast_jitter
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import unwrap
 from .loop import job_done, mark_done, run_loop
@@ -47,6 +48,8 @@ def train_segmentation(job_dir, real_set, synthetic_set, preset, seed: int, cont
                 batch_indices(len(synthetic_set), n_synthetic, iteration, seed + 13, context.rank,
                               context.world_size), options.crop, generator, preset.data)
             images, labels = torch.cat([images, extra_images]), torch.cat([labels, extra_labels])
+        if preset.data.organ_contrast > 0:
+            images = organ_contrast_jitter(images, labels, generator, preset.data.organ_contrast)
         network.train()
         optimizer.zero_grad(set_to_none=True)
         with autocast():

@@ -128,8 +128,14 @@ def test_module_passes_slicers_generic_checks(slicer, modules, name):
 
 
 @pytest.mark.parametrize("name", MODULES)
-def test_module_self_test_passes(slicer, modules, name):
+def test_module_self_test_passes_and_leaves_no_temporary_files(slicer, modules, name, tmp_path, monkeypatch):
+    import tempfile
+
+    temporary = tmp_path / "temporary"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
     slicer.selfTests[name](msec=0)
+    assert list(temporary.iterdir()) == []  # Slicer calls runTest directly: the test must run its own cleanups
 
 
 @pytest.mark.parametrize("name", MODULES)

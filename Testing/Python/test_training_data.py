@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from Training.augment import crop_or_pad, random_affine
+from Training.augment import crop_or_pad, organ_contrast_jitter, random_affine
 from Training.cohorts import Case, low_data_subset, make_split, real_cases, split_patients
 from Training.sampling import batch_indices
 from Training.slices import build_slice_set, mr_intensity_spec, to_model_grid
@@ -103,6 +103,24 @@ def test_augmentation_never_mirrors_and_identity_is_exact():
     cropped, cropped_label = crop_or_pad(image, label, 48)
     assert cropped.shape[-2:] == (48, 48) and cropped[..., 0, 0].item() == -1.0
     assert cropped_label.sum() == label.sum()
+
+
+def test_organ_contrast_changes_the_organ_alone_within_its_range():
+    generator = torch.Generator().manual_seed(0)
+    image = torch.full((6, 1, 32, 32), 0.0)  # unit intensity 0.5 everywhere
+    label = torch.zeros((6, 32, 32), dtype=torch.long)
+    label[:, 8:24, 8:24] = 1
+    jittered = organ_contrast_jitter(image, label, generator, strength=0.5)
+    outside = jittered[..., :6, :]  # farther than the blur from the organ
+    torch.testing.assert_close(outside, image[..., :6, :])
+    unit_inside = (jittered[:, 0, 12:20, 12:20] + 1) / 2
+    factors = (unit_inside / 0.5).flatten(1)
+    assert torch.allclose(factors, factors[:, :1])  # one factor per slice, uniform in the organ's core
+    assert factors.min() >= np.exp(-0.5) - 1e-5 and factors.max() <= np.exp(0.5) + 1e-5
+    assert factors[:, 0].std() > 0.05  # slices get different factors
+    edge = (jittered[:, 0, 8, 16] + 1) / 2  # the organ's border row sees part of the factor: no hard edge
+    core = unit_inside[:, 0, 0]
+    assert torch.all((edge - 0.5).abs() < (core - 0.5).abs())
 
 
 def test_slice_set_reads_real_mr_through_the_core(shared_data):

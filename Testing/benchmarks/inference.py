@@ -13,8 +13,10 @@ Every figure is a ratio of numbers measured in this same run; nothing is compare
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -196,7 +198,6 @@ def accuracy(quick):
 # --- 2. whole-volume breakdown -------------------------------------------------------------------------------------
 def _paper_size_segmenter(folder):
     """The paper's U-Net (base 64) on a 1.25 mm grid (256 px for CHAOS MR), untrained: timing does not need training."""
-    from SlicerEssNet.model_card import ModelCard
     from SlicerEssNet.networks import build_network
     from SlicerEssNet.pipeline import resolve_model
     from SlicerEssNet.weights import save_model
@@ -312,7 +313,9 @@ def memory_growth(model_arg):
             # Memory does not depend on training: an untrained generator of the shipped width will do.
             from SlicerEssNet.weights import create_untrained_model
 
-            model_arg = str(create_untrained_model("synthesis", Path(tempfile.mkdtemp()) / "untrained", width=32))
+            scratch = tempfile.mkdtemp(prefix="essnet-bench-")
+            atexit.register(shutil.rmtree, scratch, True)
+            model_arg = str(create_untrained_model("synthesis", Path(scratch) / "untrained", width=32))
             print("\n(no default synthesis model installed: the memory probe uses an untrained ngf-32 generator)")
     for slices in (100, 400):
         command = [sys.executable, "-c", MEMORY_PROBE, str(REPO), str(slices)] + ([model_arg] if model_arg else [])

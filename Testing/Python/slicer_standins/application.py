@@ -7,7 +7,9 @@ with it (Slicer's Qt-side subject hierarchy plugin logic does that in the applic
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 import types
 
@@ -42,6 +44,7 @@ class Application:
         self._qapplication = QtWidgets.QApplication.instance() or QtWidgets.QApplication(["slicer-standin"])
         self._testing = testing
         self.temporaryPath = tempfile.mkdtemp(prefix="slicer-standin-")
+        atexit.register(shutil.rmtree, self.temporaryPath, True)  # Slicer keeps its own; a test run should not
         self.cachePath = self.temporaryPath
         self._module_manager = _ModuleManager()
 
