@@ -100,7 +100,8 @@ def run_model(volume: Volume, loaded, *, device: str = "auto", precision: str = 
         task = SliceTask(grid, scale, offset, output="image", out_scale=out_scale, out_offset=out_offset)
         output = np.zeros(volume.array.shape, dtype=np.float32)
 
-    engine = SliceEngine(loaded.network, device=device, precision=precision, batch_size=batch_size)
+    engine = SliceEngine(loaded.network, device=device, precision=precision, batch_size=batch_size,
+                         prepared=getattr(loaded, "prepared", None))
     if engine.device_note and report is None:  # with a report, the caller shows its notes
         log.warning(engine.device_note)
     engine.run(source, frame.to_canonical(output), task, progress=progress, cancel=cancel)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Tuple
 
@@ -26,11 +26,16 @@ CARD = ".json"
 
 @dataclass
 class LoadedModel:
-    """A model ready to run: its card, the network (float32, eval mode, on the requested device) and its file."""
+    """A model ready to run: its card, the network (float32, eval mode, on the requested device) and its file.
+
+    ``prepared`` keeps the inference engine's rewritten copy of the network per device (BatchNorm folded,
+    channels_last), so a cohort pays for that once, not per volume: treat ``network`` as read-only once it ran.
+    """
 
     card: ModelCard
     network: object
     path: Path
+    prepared: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 # --- files ------------------------------------------------------------------------------------------

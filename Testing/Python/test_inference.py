@@ -205,3 +205,22 @@ def test_batch_norm_folding_keeps_the_result_and_the_callers_network():
     x = torch.randn(2, 1, 32, 32)
     with torch.inference_mode():
         torch.testing.assert_close(folded(x), network(x), rtol=1e-4, atol=1e-4)
+
+
+def test_a_loaded_model_prepares_its_network_once_per_device(tmp_path, monkeypatch):
+    """A cohort folds and copies the network once; every volume gets the same result as a fresh model would."""
+    import SlicerEssNet.inference as inference
+
+    path = create_untrained_model("segmentation", tmp_path / "tiny", width=4)
+    loaded, fresh = load_model(path), load_model(path)
+    folds = []
+    real_fold = inference.fold_batch_norm
+    monkeypatch.setattr(inference, "fold_batch_norm", lambda network: folds.append(1) or real_fold(network))
+    volume = smooth_volume()
+    first = run_model(volume, loaded, device="cpu", precision="fp32")
+    second = run_model(volume, loaded, device="cpu", precision="fp32")
+    assert len(folds) == 1 and list(loaded.prepared) == ["cpu"]
+    assert loaded.prepared["cpu"] is not loaded.network  # the caller's network is never rewritten
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in loaded.network.modules())
+    np.testing.assert_array_equal(second.array, first.array)
+    np.testing.assert_array_equal(run_model(volume, fresh, device="cpu", precision="fp32").array, first.array)

@@ -52,6 +52,32 @@ def test_real_files_come_back_with_exactly_simpleitks_geometry(shared_data, rela
     assert np.array_equal(volume.array, sitk.GetArrayFromImage(image))
 
 
+def test_gzipped_nifti_is_inflated_once_and_read_exactly_like_simpleitk(tmp_path, monkeypatch):
+    """The truncation check inflates the stream; ITK then reads those bytes from a private plain copy."""
+    import nibabel
+
+    rng = np.random.default_rng(0)
+    data = rng.integers(-300, 300, size=(9, 7, 5)).astype(np.int16)
+    c, s = np.cos(0.2), np.sin(0.2)  # an oblique, orthonormal direction with anisotropic voxels
+    affine = np.array([[-0.8 * c, 0.9 * s, 0, 20], [0.8 * s, 0.9 * c, 0, -7], [0, 0, 3.0, 11], [0, 0, 0, 1]])
+    image = nibabel.Nifti1Image(data, affine)
+    image.header.set_slope_inter(0.5, 10.0)  # ITK applies scl_slope/inter: the copy must keep them
+    path = tmp_path / "scaled.nii.gz"
+    nibabel.save(image, str(path))
+    opened = []
+    real_set_file_name = sitk.ImageFileReader.SetFileName
+    monkeypatch.setattr(sitk.ImageFileReader, "SetFileName",
+                        lambda reader, name: opened.append(name) or real_set_file_name(reader, name))
+    volume = read_volume(path)
+    assert opened[0] == str(path) and opened[-1].endswith("volume.nii")  # header from the file, voxels from the copy
+    assert not Path(opened[-1]).exists()  # the private copy is gone once read
+    monkeypatch.undo()
+    expected = sitk.ReadImage(str(path))
+    assert volume.spacing == expected.GetSpacing() and volume.origin == expected.GetOrigin()
+    assert tuple(volume.direction.ravel()) == expected.GetDirection()
+    assert np.array_equal(volume.array, sitk.GetArrayFromImage(expected))
+
+
 def test_real_jpeg2000_series_is_decoded_by_gdcm_and_matches_pydicom(shared_data):
     """The TotalSegmentator example series is JPEG 2000 lossless; GDCM decodes it. An independent decoder (pydicom
     through Pillow's OpenJPEG) with the rescale applied by hand must give the same HU, slice for slice."""
