@@ -169,12 +169,17 @@ def markdown(results: dict, config: dict, figures: list) -> str:
         lines += [f"Classic U-Net vs the MONAI peer (same split, crop, iterations and optimiser budget): 3D Dice "
                   f"{lead:+.4f} in favour of the {'classic U-Net' if lead >= 0 else 'MONAI UNet'}.", ""]
     if preset["name"] == "cpu" and "real" in summary:
-        best_arm = max((a for a in summary if a != "monai"), key=lambda a: summary[a]["mean_dice"]["mean"])
-        best = summary[best_arm]["mean_dice"]["mean"]
-        peer = summary.get("monai", {}).get("mean_dice", {}).get("mean", float("nan"))
-        lines += [f"Targets of the `cpu` preset: per-volume 3D liver Dice >= 0.92 - **{'met' if best >= 0.92 else 'not met'}"
-                  f"** (best arm {best_arm}: {best:.4f}); ahead of the MONAI peer - **"
-                  f"{'met' if best > peer else 'not met'}** ({best:.4f} vs {peer:.4f}).", ""]
+        def dice(arm):
+            return summary.get(arm, {}).get("mean_dice", {}).get("mean", float("nan"))
+
+        # The shipped U-Net is the best full-data arm (the low-data arms answer another question).
+        shipped = max((a for a in ("real", "real+essnet", "real+cyclegan") if a in summary), key=dice)
+        peer, real = dice("monai"), dice("real")
+        verdict = lambda ok: "met" if ok else "not met"  # noqa: E731
+        lines += [f"Targets of the `cpu` preset: per-volume 3D liver Dice >= 0.92 - **{verdict(dice(shipped) >= 0.92)}"
+                  f"** (shipped arm {shipped}: {dice(shipped):.4f}); ahead of the MONAI peer - the shipped U-Net "
+                  f"**{verdict(dice(shipped) > peer)}** ({dice(shipped):.4f} vs {peer:.4f}), like for like (both on "
+                  f"real MR only) **{verdict(real > peer)}** ({real:.4f} vs {peer:.4f}).", ""]
     shape = results.get("shape_consistency", {})
     if shape:
         lines += ["## Shape consistency of the synthesis models", "",
@@ -244,6 +249,11 @@ def _differences(preset: dict, results: dict) -> list:
         "look showed one validation patient (chaos_mr_15) with an atypically dark liver: its mean liver intensity is "
         "1.27x the median of its body voxels (those above 10 % of the 99.5th percentile), against 1.41-2.69x in the "
         "14 other CHAOS T2 patients (T2 liver brightness falls with iron overload)." + _organ_contrast_note(preset) + " Choices informed by the validation set, stated here.",
+        "- **Shape consistency is read by one U-Net.** The same seed-0 generators (identical stage-1 losses), read "
+        "by three real-only U-Nets that differ only in stage-2 training (1600 or 4000 iterations, with or without "
+        "the liver contrast jitter), scored EssNet 0.64 / 0.56 / 0.35 and the plain CycleGAN 0.62 / 0.56 / 0.54 "
+        "(3D Dice). The reader's spread is as large as the difference between the two models, so this run "
+        "neither confirms nor refutes the paper's claim; the contact sheet shows the translations themselves.",
         f"- **Seeds.** {len(results['seeds'])} seed(s). With 4 validation patients the seed-to-seed spread of 3D "
         "Dice is of the same order as the paper's +0.0065 gain; "
         + ("one seed cannot confirm or refute it." if len(results["seeds"]) < 2 else "read the ± columns with that in mind."),

