@@ -62,8 +62,10 @@ def test_two_gloo_ranks_keep_identical_parameters(tmp_path, repo_root):
     script.write_text(WORKER.format(repo=str(repo_root), job=str(tmp_path / "job"), out=str(tmp_path / "rank")))
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
                "127.0.0.1", "--master_port", str(_free_port()), str(script)]
-    result = subprocess.run(command, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
-                            timeout=300)
+    scratch = tmp_path / "scratch"  # torchrun's own temporary folders land here, not in the system's /tmp
+    scratch.mkdir()
+    result = subprocess.run(command, env=dict(os.environ, OMP_NUM_THREADS="1", TMPDIR=str(scratch)),
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     rank0 = json.loads((tmp_path / "rank0.json").read_text())
     rank1 = json.loads((tmp_path / "rank1.json").read_text())
