@@ -13,7 +13,7 @@ from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
-from EssNetSlicerLib.module_base import EssNetLogicMixin, EssNetWidgetMixin
+from EssNetSlicerLib.module_base import EssNetLogicMixin, EssNetTestMixin, EssNetWidgetMixin
 from SlicerEssNet.runtime import DEVICE_CHOICES
 
 #
@@ -238,28 +238,14 @@ class CT2MRISynthesisLogic(EssNetLogicMixin, ScriptedLoadableModuleLogic):
 #
 
 
-class CT2MRISynthesisTest(ScriptedLoadableModuleTest):
+class CT2MRISynthesisTest(EssNetTestMixin, ScriptedLoadableModuleTest):
     """Self-test: a small CT-like volume, a tiny untrained model on the CPU; checks geometry and scene hygiene."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
-        from EssNetSlicerLib.dependencies import torchAvailable
-
-        # Slicer calls runTest directly, not through unittest's run(), so the cleanups must be run here.
-        try:
-            self.setUp()
-            self.test_RefusesTransformedInput()
-            if not torchAvailable():
-                self.delayDisplay("PyTorch is not installed (PyTorch extension): the model runs are skipped")
-                return
-            self.setUp()
-            self.test_SynthesisKeepsGeometry()
-            self.setUp()
-            self.test_CancelLeavesSceneUnchanged()
-        finally:
-            self.doCleanups()
+        self.runSteps([self.test_RefusesTransformedInput], [self.test_SynthesisKeepsGeometry, self.test_CancelLeavesSceneUnchanged])
 
     def _tinyModels(self):
         import shutil

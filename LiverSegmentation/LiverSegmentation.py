@@ -13,7 +13,7 @@ from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
-from EssNetSlicerLib.module_base import EssNetLogicMixin, EssNetWidgetMixin
+from EssNetSlicerLib.module_base import EssNetLogicMixin, EssNetTestMixin, EssNetWidgetMixin
 from SlicerEssNet.runtime import DEVICE_CHOICES
 
 #
@@ -267,7 +267,7 @@ class LiverSegmentationLogic(EssNetLogicMixin, ScriptedLoadableModuleLogic):
 #
 
 
-class LiverSegmentationTest(ScriptedLoadableModuleTest):
+class LiverSegmentationTest(EssNetTestMixin, ScriptedLoadableModuleTest):
     """Self-test: a small MR-like volume and a tiny untrained U-Net on the CPU; checks the segmentation's
     terminology, colour, reference geometry, subject hierarchy placement and liver volume."""
 
@@ -275,21 +275,7 @@ class LiverSegmentationTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
-        from EssNetSlicerLib.dependencies import torchAvailable
-
-        # Slicer calls runTest directly, not through unittest's run(), so the cleanups must be run here.
-        try:
-            self.setUp()
-            self.test_RefusesLabelmapInput()
-            if not torchAvailable():
-                self.delayDisplay("PyTorch is not installed (PyTorch extension): the model runs are skipped")
-                return
-            self.setUp()
-            self.test_SegmentationNode()
-            self.setUp()
-            self.test_ChainedFromCT()
-        finally:
-            self.doCleanups()
+        self.runSteps([self.test_RefusesLabelmapInput], [self.test_SegmentationNode, self.test_ChainedFromCT])
 
     def _tinyModel(self, task, name):
         import shutil

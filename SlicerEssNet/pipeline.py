@@ -101,7 +101,7 @@ def run_model(volume: Volume, loaded, *, device: str = "auto", precision: str = 
         output = np.zeros(volume.array.shape, dtype=np.float32)
 
     engine = SliceEngine(loaded.network, device=device, precision=precision, batch_size=batch_size,
-                         prepared=getattr(loaded, "prepared", None))
+                         prepared=loaded.prepared)
     if engine.device_note and report is None:  # with a report, the caller shows its notes
         log.warning(engine.device_note)
     engine.run(source, frame.to_canonical(output), task, progress=progress, cancel=cancel)

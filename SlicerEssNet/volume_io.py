@@ -222,13 +222,13 @@ def _nifti_header(path: Path, name: str) -> tuple:
     return header, compressed
 
 
-def _check_nifti_voxels(path: Path, name: str, header, compressed: bool, scratch=None):
+def _check_nifti_voxels(path: Path, name: str, header, compressed: bool, scratch):
     """What ITK's NIfTI reader hides: it reads a truncated file without complaint (the missing voxels come back
     as zeros) and silently turns NaN and infinite voxels into 0. So count the bytes, and scan float voxels.
 
-    A gzipped file has to be inflated for that; with ``scratch`` (an ExitStack) the inflated bytes are also kept
-    as a plain ``.nii`` in a private temporary folder and its path returned, so ITK need not inflate them again
-    (half the reading time of a CHAOS volume). ``None`` where there is no copy: ITK reads the original.
+    A gzipped file has to be inflated for that; the inflated bytes are also kept as a plain ``.nii`` in a private
+    temporary folder (removed when ``scratch``, an ExitStack, closes) and its path returned, so ITK need not
+    inflate them again (half the reading time of a CHAOS volume). ``None`` where there is no copy: ITK reads the original.
     """
     import gzip
 
@@ -240,7 +240,7 @@ def _check_nifti_voxels(path: Path, name: str, header, compressed: bool, scratch
         return None
     floating = dtype.kind == "f"
     single_file = bytes(header["magic"]).rstrip(b"\x00") in (b"n+1", b"n+2")  # not an .hdr/.img pair's header
-    copy = _InflatedCopy(scratch) if compressed and single_file and scratch is not None else None
+    copy = _InflatedCopy(scratch) if compressed and single_file else None
     if not compressed and not floating:
         actual, n_nan, n_inf = path.stat().st_size, 0, 0
     else:

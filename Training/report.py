@@ -175,7 +175,9 @@ def markdown(results: dict, config: dict, figures: list) -> str:
         # The shipped U-Net is the best full-data arm (the low-data arms answer another question).
         shipped = max((a for a in ("real", "real+essnet", "real+cyclegan") if a in summary), key=dice)
         peer, real = dice("monai"), dice("real")
-        verdict = lambda ok: "met" if ok else "not met"  # noqa: E731
+        def verdict(ok):
+            return "met" if ok else "not met"
+
         lines += [f"Targets of the `cpu` preset: per-volume 3D liver Dice >= 0.92 - **{verdict(dice(shipped) >= 0.92)}"
                   f"** (best full-data arm {shipped}: {dice(shipped):.4f}); ahead of the MONAI peer - that arm "
                   f"**{verdict(dice(shipped) > peer)}** ({dice(shipped):.4f} vs {peer:.4f}), like for like (both on "

@@ -1,5 +1,5 @@
 """What the two module widgets and logics share, written once: the template's parameter node plumbing, the
-models panel wiring, dependency checks, waiting for a run and cancelling it.
+models panel wiring, dependency checks, waiting for a run and cancelling it, and the self-tests' running order.
 
 Each module keeps its own ``setup()``, Apply check, Apply/finish handlers and ``startX``/``applyResults``; these
 mixins come first in the class bases (``class XWidget(EssNetWidgetMixin, ScriptedLoadableModuleWidget, ...)``).
@@ -142,3 +142,25 @@ class EssNetLogicMixin:
         """Cancel the run started last (from a progress callback or another thread)."""
         if self.currentRun is not None:
             self.currentRun.cancel()
+
+
+class EssNetTestMixin:
+    """The self-tests' running order: checks that need no PyTorch first, then the model runs where PyTorch is
+    installed, each on a cleared scene; and the cleanups, because Slicer calls ``runTest`` directly rather than
+    through unittest's ``run()``, which would otherwise run them."""
+
+    def runSteps(self, withoutTorch, withTorch) -> None:
+        from EssNetSlicerLib import dependencies
+
+        try:
+            for step in withoutTorch:
+                self.setUp()
+                step()
+            if not dependencies.torchAvailable():
+                self.delayDisplay("PyTorch is not installed (PyTorch extension): the model runs are skipped")
+                return
+            for step in withTorch:
+                self.setUp()
+                step()
+        finally:
+            self.doCleanups()
