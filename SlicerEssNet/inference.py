@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 
 from .errors import CancelledError, DeviceError
-from .fusion import fold_batch_norm, uses_instance_norm
+from .fusion import prepare_for_inference, uses_instance_norm
 from .progress import CancelToken, ProgressCallback, ProgressTracker
 from .runtime import autocast_dtype, import_torch, select_device
 
@@ -59,7 +59,7 @@ class SliceEngine:
         if prepared is not None and key in prepared:
             self.network = prepared[key]
             return
-        network = fold_batch_norm(network).to(self.device)  # a copy: the caller's network is left as it was
+        network = prepare_for_inference(network).to(self.device)  # a copy: the caller's network is left as it was
         if self.device.type != "mps":
             # oneDNN and cuDNN both prefer NHWC for 3x3 convolutions.
             network = network.to(memory_format=self.torch.channels_last)

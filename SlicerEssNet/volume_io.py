@@ -222,6 +222,27 @@ def _nifti_header(path: Path, name: str) -> tuple:
     return header, compressed
 
 
+def _open_gzip(path: Path):
+    """The gzip stream of ``path``: ISA-L's ``isal.igzip`` where installed (inflates a CHAOS volume in 6 ms instead
+    of 13, a tenth of the shipped U-Net's time on it), else the standard library's ``gzip``."""
+    try:
+        from isal import igzip
+    except ImportError:
+        import gzip
+
+        return gzip.open(path, "rb")
+    return igzip.open(path, "rb")
+
+
+def _gzip_errors() -> tuple:
+    """What a damaged gzip stream raises, from either inflater (ISA-L adds its own error class)."""
+    try:
+        from isal.isal_zlib import error as isal_error
+    except ImportError:
+        return (OSError, EOFError, zlib.error)
+    return (OSError, EOFError, zlib.error, isal_error)
+
+
 def _check_nifti_voxels(path: Path, name: str, header, compressed: bool, scratch):
     """What ITK's NIfTI reader hides: it reads a truncated file without complaint (the missing voxels come back
     as zeros) and silently turns NaN and infinite voxels into 0. So count the bytes, and scan float voxels.
@@ -230,8 +251,6 @@ def _check_nifti_voxels(path: Path, name: str, header, compressed: bool, scratch
     temporary folder (removed when ``scratch``, an ExitStack, closes) and its path returned, so ITK need not
     inflate them again (half the reading time of a CHAOS volume). ``None`` where there is no copy: ITK reads the original.
     """
-    import gzip
-
     try:
         dtype = header.get_data_dtype()
         offset = int(header.get_data_offset())
@@ -245,10 +264,10 @@ def _check_nifti_voxels(path: Path, name: str, header, compressed: bool, scratch
         actual, n_nan, n_inf = path.stat().st_size, 0, 0
     else:
         try:
-            with (gzip.open if compressed else open)(path, "rb") as stream:
+            with (_open_gzip(path) if compressed else open(path, "rb")) as stream:
                 actual, n_nan, n_inf = _scan_voxel_bytes(stream, offset, expected, dtype if floating else None,
                                                          copy)
-        except (OSError, EOFError, zlib.error) as error:
+        except _gzip_errors() as error:
             raise InputImageError(
                 f"{name} is a damaged gzip stream ({first_line(error)}): the file is truncated or corrupt; "
                 "export it again"

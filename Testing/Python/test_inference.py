@@ -207,6 +207,40 @@ def test_batch_norm_folding_keeps_the_result_and_the_callers_network():
         torch.testing.assert_close(folded(x), network(x), rtol=1e-4, atol=1e-4)
 
 
+def test_low_precision_rewrite_keeps_the_generators_result():
+    """Group norm with one group per channel is instance norm, and padding only copies: same output in fp32, no
+    worse under bf16, and the padded activations stay bf16 (autocast would have made them fp32)."""
+    from SlicerEssNet.fusion import prepare_for_inference
+    from SlicerEssNet.networks import build_network
+    from SlicerEssNet.networks.low_precision_layers import GroupedInstanceNorm, InputDtypeReflectionPad2d
+
+    torch.manual_seed(0)
+    network = build_network({"name": "resnet_generator", "in_channels": 1, "out_channels": 1, "ngf": 8,
+                             "n_blocks": 2}).eval()
+    affine = torch.nn.InstanceNorm2d(8, affine=True)
+    with torch.no_grad():
+        affine.weight.uniform_(0.5, 1.5)
+        affine.bias.uniform_(-0.5, 0.5)
+    network.model[2] = affine  # the rewrite carries affine parameters too
+    prepared = prepare_for_inference(network)
+    swapped = [m for m in prepared.modules() if isinstance(m, GroupedInstanceNorm)]
+    assert len(swapped) == 2 * 2 + 5 and not any(isinstance(m, torch.nn.InstanceNorm2d) for m in prepared.modules())
+    assert sum(isinstance(m, InputDtypeReflectionPad2d) for m in prepared.modules()) == 2 + 2 * 2
+    assert sum(isinstance(m, torch.nn.InstanceNorm2d) for m in network.modules()) == 9  # the original untouched
+    x = torch.randn(2, 1, 32, 48) * 3.0 + 1.0
+    with torch.inference_mode():
+        reference = network(x)
+        torch.testing.assert_close(prepared(x), reference, rtol=1e-5, atol=1e-5)
+        channels_last = prepared.to(memory_format=torch.channels_last)
+        x_last = x.contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(channels_last(x_last), reference, rtol=1e-5, atol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            before, after = network(x_last).float(), channels_last(x_last).float()
+            assert channels_last.model[-3](torch.ones(1, 8, 8, 8, dtype=torch.bfloat16)).dtype == torch.bfloat16
+    error_before, error_after = (before - reference).abs().max(), (after - reference).abs().max()
+    assert error_after < 0.05 and error_after <= 1.5 * error_before, (error_before, error_after)
+
+
 def test_a_loaded_model_prepares_its_network_once_per_device(tmp_path, monkeypatch):
     """A cohort folds and copies the network once; every volume gets the same result as a fresh model would."""
     import SlicerEssNet.inference as inference
@@ -214,8 +248,8 @@ def test_a_loaded_model_prepares_its_network_once_per_device(tmp_path, monkeypat
     path = create_untrained_model("segmentation", tmp_path / "tiny", width=4)
     loaded, fresh = load_model(path), load_model(path)
     folds = []
-    real_fold = inference.fold_batch_norm
-    monkeypatch.setattr(inference, "fold_batch_norm", lambda network: folds.append(1) or real_fold(network))
+    real_prepare = inference.prepare_for_inference
+    monkeypatch.setattr(inference, "prepare_for_inference", lambda network: folds.append(1) or real_prepare(network))
     volume = smooth_volume()
     first = run_model(volume, loaded, device="cpu", precision="fp32")
     second = run_model(volume, loaded, device="cpu", precision="fp32")

@@ -5,6 +5,7 @@ import os
 import shutil
 import stat
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -224,6 +225,28 @@ def test_truncated_and_corrupt_files(shared_data, tmp_path):
     for name, message in [("cut.nii.gz", "damaged gzip"), ("cut.nii", "truncated"), ("header_only.nii", "truncated"),
                           ("cut.nrrd", "cannot read the voxels"), ("bad_header.nrrd", "cannot read bad_header")]:
         with pytest.raises(InputImageError, match=message) as caught:
+            read_volume(tmp_path / name)
+        one_line(caught)
+
+
+@pytest.mark.parametrize("inflater", ["isal", "gzip"])
+def test_either_inflater_reads_the_same_voxels_and_refuses_damage(shared_data, tmp_path, monkeypatch, inflater):
+    """ISA-L (when installed) and the standard gzip give identical volumes, and both refuse a cut or a corrupted
+    stream with the same one-line error."""
+    if inflater == "gzip":
+        monkeypatch.setitem(sys.modules, "isal", None)  # as on a machine without it
+    else:
+        pytest.importorskip("isal", reason="isal is not installed (requirements.txt lists it)")
+    source = shared_data / "totalseg_examples" / "example_ct_sm.nii.gz"
+    compressed = source.read_bytes()
+    volume = read_volume(source)
+    assert np.array_equal(volume.array, sitk.GetArrayFromImage(sitk.ReadImage(str(source))))
+    (tmp_path / "cut.nii.gz").write_bytes(compressed[: len(compressed) - 5000])
+    flipped = bytearray(compressed)
+    flipped[len(flipped) // 2] ^= 0xFF  # a bit error inside the deflate data: bad codes or a CRC mismatch
+    (tmp_path / "flipped.nii.gz").write_bytes(bytes(flipped))
+    for name in ("cut.nii.gz", "flipped.nii.gz"):
+        with pytest.raises(InputImageError, match="damaged gzip") as caught:
             read_volume(tmp_path / name)
         one_line(caught)
 
