@@ -3,6 +3,12 @@
 On a 2-core machine with one other busy process (Slicer's GUI, a second job, a test runner), PyTorch's default
 OpenMP pool of spinning threads slows down 10-400x; passive waiting keeps 60-75 % of the quiet speed. The wait
 policy is read once, when the OpenMP runtime loads with torch, so ``import_torch`` sets it before the first import.
+
+Inference runs a few large convolutions per batch and loses nothing by sleeping between them ("passive"). A
+training step is hundreds of small ops, and waking sleeping threads for each one cost the EssNet step 2.2x on 2
+quiet cores; "short_spin" lets threads spin briefly first (libgomp's GOMP_SPINCOUNT, 1000 iterations), which
+recovers that and still costs only about 3x beside a busy neighbour, where the default spin costs 10x and more
+(Testing/benchmarks/training.py prints both side by side). Variables the user already set always win.
 """
 from __future__ import annotations
 
@@ -16,9 +22,17 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 
 
-def import_torch(threads: Optional[int] = None):
-    """Import torch with a passive OpenMP wait policy and a deliberate thread count; returns the module."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+WAIT_POLICIES = {
+    "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "short_spin": {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "1000"},  # GOMP_SPINCOUNT overrides PASSIVE's 0
+}
+
+
+def import_torch(threads: Optional[int] = None, wait: str = "passive"):
+    """Import torch with an OpenMP wait policy (``WAIT_POLICIES``; it only takes effect if torch is not imported
+    yet) and a deliberate thread count; returns the module."""
+    for name, value in WAIT_POLICIES[wait].items():
+        os.environ.setdefault(name, value)
     try:
         import torch
     except ImportError:

@@ -63,7 +63,8 @@ def _run(arguments) -> int:
     from .distributed import init_distributed
     from .study import Study
 
-    import_torch(int(os.environ["OMP_NUM_THREADS"]) if os.environ.get("OMP_NUM_THREADS") else None)
+    # Training steps are many small ops: brief spinning before sleeping (see SlicerEssNet.runtime).
+    import_torch(int(os.environ["OMP_NUM_THREADS"]) if os.environ.get("OMP_NUM_THREADS") else None, wait="short_spin")
     context = init_distributed()
     device, note = select_device(arguments.device)
     if context.backend == "nccl":

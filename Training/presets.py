@@ -48,8 +48,8 @@ class SynthesisOptions:
     lambda_identity: float = 0.0  # x lambda_cycle, like CycleGAN's 0.5; EssNet used 0
     seg_weight: float = 1.0  # 0 = the plain CycleGAN ablation (no segmentation branch at all)
     pool_size: int = 50
-    # fp32: Testing/benchmarks/training.py measured the EssNet step at 64 px crops 3.7x SLOWER under bf16 autocast
-    # (4.72 vs 1.29 samples/s on 2 cores; small tensors, so the per-op casts dominate) and equal at 128 px.
+    # fp32, as in the committed cpu run. Testing/benchmarks/training.py (short_spin wait policy, 2 cores): bf16
+    # autocast makes the 64 px step only 1.15x faster (small tensors: per-op casts eat the gain), 128 px 1.35x.
     autocast_bf16: bool = False
     checkpoint_every: int = 100
 
@@ -66,7 +66,7 @@ class SegmentationOptions:
     dice_weight: float = 1.0
     eval_every: int = 250  # validation patients scored; the best checkpoint is kept
     synthetic_fraction: float = 0.5  # share of each batch drawn from synthetic MR in the mixed arms
-    autocast_bf16: bool = True  # 1.48x faster U-Net steps on CPUs with native bf16, same losses (training.py bench)
+    autocast_bf16: bool = True  # 1.6x faster U-Net steps on CPUs with native bf16, same losses (training.py bench)
     checkpoint_every: int = 100  # <= one epoch of the real MR training slices
     # The peer: MONAI's 2D UNet with residual units and DiceCE, same split, size and budget.
     monai_channels: tuple = (24, 48, 96, 192, 384)

@@ -1,31 +1,35 @@
 """Training-step benchmark: samples/s of the EssNet and U-Net steps in fp32 and with bf16 autocast, side by side.
 
-    .venv/bin/python Testing/benchmarks/training.py [--steps 20] [--preset cpu]
+    .venv/bin/python Testing/benchmarks/training.py [--steps 20] [--preset cpu] [--wait short_spin|passive]
 
 Both precisions start from the same seed and see the same batches, so the loss columns show whether bf16 changes
 the optimisation over the first steps (a short curve, not a convergence study: the presets record which precision
 they use and the reports show the full learning curves). The faster precision is worth using only where the two
-curves agree.
+curves agree. Each OpenMP wait policy (SlicerEssNet.runtime.WAIT_POLICIES) runs in its own process, one after the
+other, so the tables compare them side by side.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-import torch  # noqa: E402
+from SlicerEssNet.runtime import WAIT_POLICIES, import_torch  # noqa: E402
 
-from SlicerEssNet.runtime import import_torch  # noqa: E402
+# Each child measures exactly one policy: none of these is inherited from the caller's shell.
+WAIT_VARIABLES = {name for policy in WAIT_POLICIES.values() for name in policy}
 
 
 def essnet_steps(options, crop: int, steps: int):
+    import torch
+
     from Training.essnet import EssNetModel
 
     model = EssNetModel(options, seed=0)
@@ -42,6 +46,8 @@ def essnet_steps(options, crop: int, steps: int):
 
 
 def unet_steps(options, crop: int, steps: int, bf16: bool):
+    import torch
+
     from Training.segmentation_models import build_segmentation_model
 
     torch.manual_seed(0)
@@ -68,36 +74,70 @@ def unet_steps(options, crop: int, steps: int, bf16: bool):
     return steps * options.batch_size / (time.perf_counter() - start), losses
 
 
+def measure(preset_name: str, steps: int) -> list:
+    """``[(title, {False: (rate, losses), True: (rate, losses)})]`` in this process (fp32 and bf16 autocast)."""
+    from Training.presets import get_preset
+
+    preset = get_preset(preset_name)
+    rows = []
+    synthesis = preset.synthesis
+    for crop in sorted({synthesis.crop, preset.data.crop}):
+        results = {bf16: essnet_steps(replace(synthesis, autocast_bf16=bf16), crop, steps) for bf16 in (False, True)}
+        rows.append((f"EssNet step (2G + Seg + 2D), ngf {synthesis.ngf}, {crop} px, batch {synthesis.batch_size}",
+                     results))
+    segmentation = preset.segmentation
+    results = {bf16: unet_steps(segmentation, segmentation.crop, steps, bf16) for bf16 in (False, True)}
+    rows.append((f"U-Net step, base {segmentation.base}, {segmentation.crop} px, batch {segmentation.batch_size}",
+                 results))
+    return rows
+
+
+BUSY_NEIGHBOUR = "import time\nend = time.time() + 120\nwhile time.time() < end: pass\n"
+
+
+def beside_busy_neighbour(preset_name: str, steps: int) -> float:
+    """Samples/s of the stage-1 step (fp32, the preset's crop) with one CPU-bound process on the same cores."""
+    from Training.presets import get_preset
+
+    synthesis = get_preset(preset_name).synthesis
+    neighbour = subprocess.Popen([sys.executable, "-c", BUSY_NEIGHBOUR])
+    try:
+        time.sleep(0.3)
+        return essnet_steps(replace(synthesis, autocast_bf16=False), synthesis.crop, steps)[0]
+    finally:
+        neighbour.kill()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--wait", choices=sorted(WAIT_POLICIES), default=None,
+                        help="measure under this OpenMP wait policy only (default: each, in its own process)")
     args = parser.parse_args()
-    import_torch()
-    from Training.presets import get_preset
-
-    preset = get_preset(args.preset)
-    rows = []
-    synthesis = preset.synthesis
-    for crop in sorted({synthesis.crop, preset.data.crop}):
-        results = {}
-        for bf16 in (False, True):
-            results[bf16] = essnet_steps(replace(synthesis, autocast_bf16=bf16), crop, args.steps)
-        rows.append((f"EssNet step (2G + Seg + 2D), ngf {synthesis.ngf}, {crop} px, batch {synthesis.batch_size}",
-                     results))
-    segmentation = preset.segmentation
-    results = {bf16: unet_steps(segmentation, segmentation.crop, args.steps, bf16) for bf16 in (False, True)}
-    rows.append((f"U-Net step, base {segmentation.base}, {segmentation.crop} px, batch {segmentation.batch_size}",
-                 results))
-
-    print(f"# Training-step benchmark ({args.preset} preset widths), torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {args.steps} steps each")
+    if args.wait is None:
+        # The wait policy is fixed when torch loads, so each one is measured in a fresh process.
+        for wait in ("short_spin", "passive"):
+            command = [sys.executable, __file__, "--steps", str(args.steps), "--preset", args.preset, "--wait", wait]
+            if subprocess.run(command, env={k: v for k, v in os.environ.items() if k not in WAIT_VARIABLES}).returncode:
+                return 1
+        print("\nTraining uses short_spin (python -m Training sets it); the engine uses passive.")
+        return 0
+    torch = import_torch(wait=args.wait)
+    rows = measure(args.preset, args.steps)
+    policy = ", ".join(f"{k}={v}" for k, v in WAIT_POLICIES[args.wait].items())
+    print(f"\n# Training steps, wait policy {args.wait} ({policy}); {args.preset} preset widths, torch "
+          f"{torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps each")
     print(f"{'step':62s} {'fp32 samples/s':>15s} {'bf16 samples/s':>15s} {'bf16/fp32':>9s} "
           f"{'loss fp32 (last 5)':>19s} {'loss bf16 (last 5)':>19s}")
     for title, results in rows:
         (rate32, loss32), (rate16, loss16) = results[False], results[True]
         tail32, tail16 = sum(loss32[-5:]) / 5, sum(loss16[-5:]) / 5
-        print(f"{title:62s} {rate32:15.2f} {rate16:15.2f} {rate16 / rate32:8.2f}x {tail32:19.4f} {tail16:19.4f}")
+        print(f"{title:62s} {rate32:15.2f} {rate16:15.2f} {rate16 / rate32:8.2f}x {tail32:19.4f} {tail16:19.4f}",
+              flush=True)
+    busy, quiet = beside_busy_neighbour(args.preset, args.steps), rows[0][1][False][0]
+    print(f"{rows[0][0]}, fp32, beside one busy CPU-bound process: {busy:.2f} samples/s ({quiet / busy:.2f}x slower "
+          "than quiet)", flush=True)
     return 0
 
 
