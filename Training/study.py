@@ -270,17 +270,18 @@ class Study:
                 description=f"{'EssNet' if tag == 'essnet' else 'CycleGAN (ablation)'} generator {direction} ({self.preset.name} preset), trained on unpaired "
                             f"BTCV/CHAOS CT and CHAOS T2-SPIR MR slices" if self.preset.data.source == "real" else
                             f"EssNet generator {direction} trained on procedural phantoms (demo preset)",
-                metrics=({"shape_consistency_3d_dice": results["shape_consistency"].get(tag, {})
-                          .get("mean_dice", {}).get("mean")} if direction == "CT->MR" else {}))
+                metrics=({"shape_consistency_3d_dice": first["shape_consistency"].get(tag, {}).get("mean_dice")}
+                         if direction == "CT->MR" else {}))
             network = sides.ct_to_mr if direction == "CT->MR" else sides.mr_to_ct
             save_model(network, card, folder / card.name, dtype=torch.float16)
-        # The shipped U-Net: the full-data classic arm with the best validation score (model selection, as for
-        # checkpoints); the card says which arm it is.
+        # The shipped U-Net: the first seed's network of the full-data classic arm with the best mean validation
+        # score over seeds (model selection, as for checkpoints). Its card states that network's own scores.
         candidates = [a for a in ("real", "real+essnet", "real+cyclegan") if a in first["networks"]]
         arm = max(candidates, key=lambda a: results["summary"][a]["mean_dice"]["mean"])
-        scores = results["summary"][arm]
-        metrics = {"arm": arm, "validation_patients": self.split["MR"]["val"],
-                   **{k: v["mean"] for k, v in scores.items()}}
+        scores = first["arms"][arm]["scores"]
+        metrics = {"arm": arm, "seed": seed, "validation_patients": self.split["MR"]["val"],
+                   **{k: scores[k] for k in SUMMARY_METRICS if k in scores},
+                   "arm_mean_dice_over_seeds": results["summary"][arm]["mean_dice"]["mean"]}
         card = segmentation_card(
             self.preset, prefix + "liver-unet-mr", dict(training, arm=arm),
             description=f"Liver U-Net on T2 MR ({self.preset.name} preset), arm '{arm}' (best mean 3D Dice of the "
