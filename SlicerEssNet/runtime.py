@@ -31,8 +31,9 @@ WAIT_POLICIES = {
 def import_torch(threads: Optional[int] = None, wait: str = "passive"):
     """Import torch with an OpenMP wait policy (``WAIT_POLICIES``; it only takes effect if torch is not imported
     yet) and a deliberate thread count; returns the module."""
-    for name, value in WAIT_POLICIES[wait].items():
-        os.environ.setdefault(name, value)
+    policy = WAIT_POLICIES[wait]
+    if not any(name in os.environ for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")):  # the user's choice wins
+        os.environ.update(policy)
     try:
         import torch
     except ImportError:

@@ -5,5 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/install.sh
-export OMP_WAIT_POLICY=PASSIVE MPLBACKEND=Agg
+# No OpenMP wait policy here: training and the CLI each set their own (SlicerEssNet.runtime.WAIT_POLICIES).
+export MPLBACKEND=Agg
 exec .venv/bin/python -m Training run --preset demo --run-dir "${1:-runs/demo}"

@@ -37,6 +37,9 @@ def test_wait_policies_are_set_before_torch_loads_and_the_users_choice_wins():
     assert _probe("short_spin") == {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "1000"}
     assert _probe("short_spin", GOMP_SPINCOUNT="7", OMP_WAIT_POLICY="ACTIVE") == {
         "OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": "7"}
+    # Either variable set by the user means the user chose: nothing is added to it.
+    assert _probe("short_spin", OMP_WAIT_POLICY="PASSIVE") == {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": None}
+    assert _probe("passive", GOMP_SPINCOUNT="50") == {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": "50"}
     assert set(WAIT_POLICIES) == {"passive", "short_spin"}
 
 
