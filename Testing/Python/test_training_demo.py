@@ -72,6 +72,13 @@ def test_micro_study_end_to_end(tmp_path, capsys):
         assert loaded.card.grid["spacing_mm"] == 8.0 and loaded.card.grid["mode"] == "spacing"
         assert loaded.card.training["split"]["MR"] == split["MR"]
     assert load_model(run_dir / "models" / "demo-essnet-ct2mr.safetensors").card.preprocessing["kind"] == "ct_window"
+    # Each card states its own network's scores: the first seed's, for the arm chosen on the mean over seeds.
+    unet_card = load_model(run_dir / "models" / "demo-liver-unet-mr.safetensors").card
+    arm = unet_card.metrics["arm"]
+    assert arm == max(("real", "real+essnet", "real+cyclegan"), key=lambda a: results["summary"][a]["mean_dice"]["mean"])
+    assert unet_card.metrics["mean_dice"] == seed0["arms"][arm]["scores"]["mean_dice"]
+    assert load_model(run_dir / "models" / "demo-essnet-ct2mr.safetensors").card.metrics[
+        "shape_consistency_3d_dice"] == seed0["shape_consistency"]["essnet"]["mean_dice"]
 
     # The report and its figures regenerate from the run folder alone.
     out = tmp_path / "report"
