@@ -5,7 +5,7 @@ OpenMP pool of spinning threads slows down 10-400x; passive waiting keeps 60-75 
 policy is read once, when the OpenMP runtime loads with torch, so ``import_torch`` sets it before the first import.
 
 Inference runs a few large convolutions per batch and loses nothing by sleeping between them ("passive"). A
-training step is hundreds of small ops, and waking sleeping threads for each one cost the EssNet step 2.2x on 2
+training step is hundreds of small ops, and waking sleeping threads for each one cost the EssNet step 2.1x on 2
 quiet cores; "short_spin" lets threads spin briefly first (libgomp's GOMP_SPINCOUNT, 1000 iterations), which
 recovers that and still costs only about 3x beside a busy neighbour, where the default spin costs 10x and more
 (Testing/benchmarks/training.py prints both side by side). Variables the user already set always win.
