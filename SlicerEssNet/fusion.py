@@ -5,7 +5,7 @@ Folding each BatchNorm into the convolution before it saves one memory-bound pas
 
 Autocast runs instance norm and reflection padding in fp32 on the CPU, casting around every one of them, and
 instance norm copies channels_last tensors to NCHW and back; ``networks.low_precision_layers`` computes the same
-values in the convolutions' own dtype. On 2 cores that took the ResNet-9 generator from about 60 % to about 80 %
+values in the convolutions' own dtype. On 2 cores that took the ResNet-9 generator from 60-64 % to 77-79 %
 of the bf16 convolution peak (Testing/benchmarks/inference.py).
 """
 from __future__ import annotations
