@@ -26,13 +26,14 @@ WAIT_POLICIES = {
     "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
     "short_spin": {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "1000"},  # GOMP_SPINCOUNT overrides PASSIVE's 0
 }
+WAIT_VARIABLES = tuple(sorted({name for policy in WAIT_POLICIES.values() for name in policy}))
 
 
 def import_torch(threads: Optional[int] = None, wait: str = "passive"):
     """Import torch with an OpenMP wait policy (``WAIT_POLICIES``; it only takes effect if torch is not imported
     yet) and a deliberate thread count; returns the module."""
     policy = WAIT_POLICIES[wait]
-    if not any(name in os.environ for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")):  # the user's choice wins
+    if not any(name in os.environ for name in WAIT_VARIABLES):  # the user's choice wins
         os.environ.update(policy)
     try:
         import torch

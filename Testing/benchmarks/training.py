@@ -21,10 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from SlicerEssNet.runtime import WAIT_POLICIES, import_torch  # noqa: E402
-
-# Each child measures exactly one policy: none of these is inherited from the caller's shell.
-WAIT_VARIABLES = {name for policy in WAIT_POLICIES.values() for name in policy}
+from SlicerEssNet.runtime import WAIT_POLICIES, WAIT_VARIABLES, import_torch  # noqa: E402
 
 
 def essnet_steps(options, crop: int, steps: int):
@@ -119,6 +116,7 @@ def main() -> int:
         # The wait policy is fixed when torch loads, so each one is measured in a fresh process.
         for wait in ("short_spin", "passive"):
             command = [sys.executable, __file__, "--steps", str(args.steps), "--preset", args.preset, "--wait", wait]
+            # Each child measures exactly one policy: none of its variables is inherited from the caller's shell.
             if subprocess.run(command, env={k: v for k, v in os.environ.items() if k not in WAIT_VARIABLES}).returncode:
                 return 1
         print("\nTraining uses short_spin (python -m Training sets it); the engine uses passive.")
