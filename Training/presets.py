@@ -52,6 +52,12 @@ class SynthesisOptions:
     # autocast makes the 64 px step only 1.15x faster (small tensors: per-op casts eat the gain), 128 px 1.35x.
     autocast_bf16: bool = False
     checkpoint_every: int = 100
+    # The stage-1 gate: a GAN can lose the anatomy (the cpu preset's seeds 1 and 2 made dark, ringing images
+    # in which the real-only U-Net found no liver). An attempt whose synthetic MR of the held-out CT patients
+    # scores under this shape consistency (3D Dice) is trained again from another seed, up to max_attempts;
+    # the best attempt is kept either way and every attempt is reported. 0 turns the gate off.
+    min_shape_consistency: float = 0.3
+    max_attempts: int = 3
 
 
 @dataclass

@@ -194,6 +194,7 @@ def markdown(results: dict, config: dict, figures: list) -> str:
             name = {"essnet": "EssNet (with segmentation branch)", "cyclegan": "plain CycleGAN (ablation)"}[tag]
             lines.append(f"| {name} | " + " | ".join(_cell(metrics.get(key), d) for key, _, d in COLUMNS) + " |")
         lines.append("")
+        lines += _gate_lines(preset, results)
         if {"essnet", "cyclegan"} <= set(shape):
             difference = shape["essnet"]["mean_dice"]["mean"] - shape["cyclegan"]["mean_dice"]["mean"]
             lines += [f"The segmentation branch changes shape consistency by {difference:+.4f} 3D Dice (EssNet minus "
@@ -227,6 +228,31 @@ def markdown(results: dict, config: dict, figures: list) -> str:
         lines += [f"![{name}]({name})" for name in figures]
         lines.append("")
     return "\n".join(lines)
+
+
+def _gate_lines(preset: dict, results: dict) -> list:
+    """What the stage-1 gate did: every retried or failed synthesis model, seed by seed."""
+    threshold = preset["synthesis"].get("min_shape_consistency", 0.0)
+    if not threshold:
+        return []
+    lines = [f"Stage-1 gate: a synthesis model whose synthetic MR scores under {threshold:g} here has lost the "
+             f"anatomy and is trained again from another seed (up to {preset['synthesis'].get('max_attempts', 1)} "
+             "attempts; the best is kept). The scores above are those of the kept attempts."]
+    for seed, run in results["per_seed"].items():
+        for tag, stage in run["stage1"].items():
+            attempts = stage.get("attempts", [])
+            if len(attempts) < 2 and stage.get("passed_gate", True):
+                continue
+            scores = ", ".join("-" if a["shape_consistency_3d_dice"] is None else f"{a['shape_consistency_3d_dice']:.3f}"
+                               for a in attempts)
+            lines.append(f"- seed {seed}, {tag}: {len(attempts)} attempts (shape consistency {scores}); kept attempt "
+                         f"{stage['attempt'] + 1} (seed {stage['seed']})"
+                         + ("." if stage.get("passed_gate", True) else
+                            "; **no attempt passed: the arms trained on its synthetic MR learn from images without "
+                            "the anatomy**."))
+    if len(lines) == 1:
+        lines.append("- Every synthesis model passed on its first attempt.")
+    return lines + [""]
 
 
 def _differences(preset: dict, results: dict) -> list:

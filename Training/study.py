@@ -1,13 +1,14 @@
 """The whole study, stage by stage, resumable at every step:
 
 1. patients found and split (patient-level, seeded; recorded in ``config.json``);
-2. stage 1: EssNet and the plain-CycleGAN ablation, same code and schedule;
-3. every CT patient translated to synthetic MR by both (NIfTI per patient + contact sheet);
-4. stage 2: the liver U-Net arms (real, real + EssNet, real + CycleGAN, low-data with and without EssNet) and the
-   MONAI peer, each picked on the validation MR patients and scored there;
-5. shape consistency: the real-only U-Net on each model's synthetic MR of held-out CT patients, against the CT
-   liver label;
-6. ``results.json``, the models (fp16 safetensors + cards) and the report.
+2. stage 2 arms on real MR alone: the real-only U-Net, the low-data U-Net and the MONAI peer, each picked on the
+   validation MR patients and scored there;
+3. stage 1: EssNet and the plain-CycleGAN ablation, same code and schedule; every CT patient translated to
+   synthetic MR (NIfTI per patient + contact sheet); shape consistency: the real-only U-Net reads each model's
+   synthetic MR of the held-out CT patients, against the CT liver label. A model that lost the anatomy is
+   trained again from another seed (the gate, ``SynthesisOptions.min_shape_consistency``);
+4. stage 2 arms with synthetic MR (real + EssNet, real + CycleGAN, low-data + EssNet);
+5. ``results.json``, the models (fp16 safetensors + cards) and the report.
 
 Each step leaves a marker or a checkpoint in the run folder; running the same command again continues.
 """
@@ -150,28 +151,23 @@ class Study:
         # Finished jobs reload from their checkpoints in seconds, so a finished seed simply runs through again.
         seed_dir = self.run_dir / f"seed{seed}"
         results = {"stage1": {}, "arms": {}, "shape_consistency": {}}
-        synthetic_train, synthetic_val, generators = {}, {}, {}
+        networks = {}
+        # The arms on real MR alone come first: the real-only U-Net then judges each synthesis model (the gate).
+        for arm in self.arms():
+            if ARM_RECIPES[arm][1] is None:
+                results["arms"][arm], networks[arm] = self.run_arm(seed_dir, seed, arm, {})
+        judge = None
+        if "real" in networks:
+            judge = as_loaded_model(networks["real"], segmentation_card(self.preset, "liver-unet-mr",
+                                                                       self.training_record(seed)))
+        synthetic_train, synthetic_val, generators, suffixes = {}, {}, {}, {}
         for tag, essnet in self.synthesis_models():
-            self.log(f"seed {seed}: stage 1, {tag} ({'with' if essnet else 'without'} the segmentation branch)")
-            model = self._timed(f"seed{seed}/stage1_{tag}", train_synthesis, seed_dir / f"stage1_{tag}",
-                                self.ct_train, self.mr_train, self.preset, seed, self.context, essnet,
-                                self.device)
-            sides = unwrap(model.generators)
-            generators[tag] = sides
-            results["stage1"][tag] = {"history": model.history,
-                                      "segmenter_parameters": _count(sides.segmenter) if sides.segmenter else 0,
-                                      "generator_parameters": _count(sides.ct_to_mr)}
-            training = self.training_record(seed)
-            ct_to_mr = as_loaded_model(sides.ct_to_mr, synthesis_card(self.preset, f"{tag}-ct2mr", "CT->MR", training))
-            if self.context.is_main:
-                self.log(f"seed {seed}: translating every CT patient with {tag}")
-                synthetic_train[tag] = self._timed(
-                    f"seed{seed}/translate_{tag}", translate_cases, ct_to_mr, self.cases_of("CT", "train"),
-                    seed_dir / "synthetic" / tag, tag)
-                synthetic_val[tag] = translate_cases(ct_to_mr, self.ct_val_cases, seed_dir / "synthetic" / tag, tag)
-            self.context.barrier()
-            synthetic_train[tag] = self.context.broadcast_object(synthetic_train.get(tag))
-            synthetic_val[tag] = self.context.broadcast_object(synthetic_val.get(tag))
+            chosen = self.stage1(seed_dir, seed, tag, essnet, judge)
+            generators[tag], suffixes[tag] = chosen["sides"], chosen["suffix"]
+            synthetic_train[tag], synthetic_val[tag] = chosen["synthetic_train"], chosen["synthetic_val"]
+            results["stage1"][tag] = chosen["record"]
+            if chosen["shape_consistency"] is not None:
+                results["shape_consistency"][tag] = chosen["shape_consistency"]
         if self.context.is_main:
             titles = {"essnet": "EssNet MR", "cyclegan": "CycleGAN MR"}
             contact_sheet(sheet_rows(self.ct_val_cases, {titles[tag]: cases for tag, cases in synthetic_val.items()}),
@@ -180,17 +176,13 @@ class Study:
         synthetic_sets = {tag: build_slice_set(cases, grid) for tag, cases in synthetic_train.items()}
         results["synthetic_slices"] = {tag: len(s) for tag, s in synthetic_sets.items()}
 
-        networks = {}
         for arm in self.arms():
-            results["arms"][arm], networks[arm] = self.run_arm(seed_dir, seed, arm, synthetic_sets)
-        # Shape consistency: a real-only U-Net reads the synthetic MR of held-out CT patients.
-        if "real" in networks and self.context.is_main:
-            judge = as_loaded_model(networks["real"], segmentation_card(self.preset, "liver-unet-mr",
-                                                                       self.training_record(seed)))
-            for tag, cases in synthetic_val.items():
-                results["shape_consistency"][tag] = score_segmentation(judge, cases, allow_modality_mismatch=True)
-                self.log(f"seed {seed}: shape consistency {tag}: 3D Dice "
-                         f"{results['shape_consistency'][tag]['mean_dice']:.4f}")
+            source = ARM_RECIPES[arm][1]
+            if source is not None:
+                # An arm trained on a retried model's synthetic MR has its own folder: nothing stale is reused.
+                results["arms"][arm], networks[arm] = self.run_arm(seed_dir, seed, arm, synthetic_sets,
+                                                                   folder=arm + suffixes[source])
+        results["arms"] = {arm: results["arms"][arm] for arm in self.arms()}
         results["networks"] = networks  # in memory only (exported, never written to JSON)
         results["generators"] = generators
         if self.context.is_main:
@@ -198,25 +190,83 @@ class Study:
                        seed_dir / "results.json")
         return results
 
-    def run_arm(self, seed_dir, seed: int, arm: str, synthetic_sets: dict):
+    def stage1(self, seed_dir, seed: int, tag: str, essnet: bool, judge) -> dict:
+        """Train one synthesis model, translate every CT patient with it and let ``judge`` (the real-only U-Net)
+        read its synthetic MR of the held-out CT patients against their CT liver labels (shape consistency).
+
+        An attempt under ``min_shape_consistency`` lost the anatomy: it is trained again from seed
+        ``seed + 1000 * attempt`` (its own folders, so every attempt resumes), up to ``max_attempts``. The best
+        attempt is kept and every attempt is recorded."""
+        options = self.preset.synthesis
+        attempts, best, best_score = [], None, 0.0
+        for attempt in range(max(1, options.max_attempts)):
+            suffix = attempt_suffix(attempt)
+            stage1_seed = seed + 1000 * attempt
+            self.log(f"seed {seed}: stage 1, {tag} ({'with' if essnet else 'without'} the segmentation branch)"
+                     + (f", attempt {attempt + 1} (seed {stage1_seed})" if attempt else ""))
+            model = self._timed(f"seed{seed}/stage1_{tag}{suffix}", train_synthesis, seed_dir / f"stage1_{tag}{suffix}",
+                                self.ct_train, self.mr_train, self.preset, stage1_seed, self.context, essnet,
+                                self.device)
+            sides = unwrap(model.generators)
+            ct_to_mr = as_loaded_model(sides.ct_to_mr, synthesis_card(self.preset, f"{tag}-ct2mr", "CT->MR",
+                                                                      self.training_record(seed)))
+            folder = seed_dir / "synthetic" / f"{tag}{suffix}"
+            synthetic_train = synthetic_val = consistency = None
+            if self.context.is_main:
+                self.log(f"seed {seed}: translating every CT patient with {tag}{suffix}")
+                synthetic_train = self._timed(f"seed{seed}/translate_{tag}{suffix}", translate_cases, ct_to_mr,
+                                              self.cases_of("CT", "train"), folder, tag)
+                synthetic_val = translate_cases(ct_to_mr, self.ct_val_cases, folder, tag)
+                if judge is not None:
+                    consistency = score_segmentation(judge, synthetic_val, allow_modality_mismatch=True)
+            synthetic_train = self.context.broadcast_object(synthetic_train)
+            synthetic_val = self.context.broadcast_object(synthetic_val)
+            consistency = self.context.broadcast_object(consistency)
+            score = consistency["mean_dice"] if consistency is not None else None
+            passed = score is None or options.min_shape_consistency <= 0 or score >= options.min_shape_consistency
+            attempts.append({"attempt": attempt, "seed": stage1_seed, "shape_consistency_3d_dice": score,
+                             "passed": passed})
+            candidate = {"sides": sides, "suffix": suffix, "synthetic_train": synthetic_train,
+                         "synthetic_val": synthetic_val, "shape_consistency": consistency,
+                         "record": {"history": model.history, "attempt": attempt, "seed": stage1_seed,
+                                    "segmenter_parameters": _count(sides.segmenter) if sides.segmenter else 0,
+                                    "generator_parameters": _count(sides.ct_to_mr)}}
+            if score is not None:
+                self.log(f"seed {seed}: shape consistency {tag}{suffix}: 3D Dice {score:.4f}"
+                         + ("" if passed else f" < {options.min_shape_consistency:g}: the translation lost the "
+                                              f"anatomy"))
+            if best is None or (score or 0.0) > best_score:
+                best, best_score = candidate, score or 0.0
+            if passed:
+                break
+        best["record"]["attempts"] = attempts
+        best["record"]["passed_gate"] = any(a["passed"] for a in attempts)
+        if not best["record"]["passed_gate"]:
+            self.log(f"seed {seed}: no {tag} attempt reached shape consistency {options.min_shape_consistency:g}; "
+                     f"keeping the best (attempt {best['record']['attempt'] + 1}), flagged in the report")
+        return best
+
+    def run_arm(self, seed_dir, seed: int, arm: str, synthetic_sets: dict, folder: str = None):
         part, synthetic, kind = ARM_RECIPES[arm]
         real_set = self.mr_train if part == "train" else self.mr_low
         card = segmentation_card(self.preset, "liver-unet-mr", self.training_record(seed))
         validate = lambda network: mean_volume_dice(as_loaded_model(network, card), self.mr_val_cases,  # noqa: E731
                                                     self.val_volumes)
+        job_dir = seed_dir / "arms" / (folder or arm)
         self.log(f"seed {seed}: stage 2, arm {arm} ({len(real_set)} real slices"
                  f"{f' + {len(synthetic_sets[synthetic])} synthetic ({synthetic})' if synthetic else ''}, {kind})")
         network, history, best = self._timed(
-            f"seed{seed}/arm_{arm}", train_segmentation, seed_dir / "arms" / arm, real_set,
+            f"seed{seed}/arm_{folder or arm}", train_segmentation, job_dir, real_set,
             synthetic_sets.get(synthetic), self.preset, seed, self.context, kind, validate, self.device)
-        scores = read_json(seed_dir / "arms" / arm / "scores.json")
+        scores = read_json(job_dir / "scores.json")
         if scores is None and self.context.is_main:
             scores = score_segmentation(as_loaded_model(network, card), self.mr_val_cases, self.val_volumes)
-            write_json(scores, seed_dir / "arms" / arm / "scores.json")
+            write_json(scores, job_dir / "scores.json")
         scores = self.context.broadcast_object(scores)
         self.log(f"seed {seed}: arm {arm}: 3D Dice {scores['mean_dice']:.4f}, pooled 2D Dice "
                  f"{scores['pooled_dice_2d']:.4f} (best at iteration {best['iteration']})")
-        return {"scores": scores, "history": history, "best": best, "parameters": _count(network)}, network
+        return {"scores": scores, "history": history, "best": best, "parameters": _count(network),
+                "folder": job_dir.name}, network
 
     def synthesis_models(self) -> tuple:
         """(tag, with segmentation branch): both, or only the ablation when run with ``--no-seg``."""
@@ -264,9 +314,12 @@ class Study:
         prefix = "" if self.preset.name == "cpu" else f"{self.preset.name}-"
         tag = self.synthesis_models()[0][0]  # EssNet; the ablation's generators when run with --no-seg
         sides = first["generators"][tag]
+        stage1 = first["stage1"][tag]
+        # A generator retried by the stage-1 gate was trained from its attempt's own seed.
+        generator_training = dict(training, seed=stage1.get("seed", seed), stage1_attempt=stage1.get("attempt", 0) + 1)
         for name, direction in ((f"{tag}-ct2mr", "CT->MR"), (f"{tag}-mr2ct", "MR->CT")):
             card = synthesis_card(
-                self.preset, prefix + name, direction, training,
+                self.preset, prefix + name, direction, generator_training,
                 description=f"{'EssNet' if tag == 'essnet' else 'CycleGAN (ablation)'} generator {direction} ({self.preset.name} preset), trained on unpaired "
                             f"BTCV/CHAOS CT and CHAOS T2-SPIR MR slices" if self.preset.data.source == "real" else
                             f"EssNet generator {direction} trained on procedural phantoms (demo preset)",
@@ -288,6 +341,11 @@ class Study:
                         f"full-data arms on the validation patients); classic U-Net, CE + Dice", metrics=metrics)
         save_model(first["networks"][arm], card, folder / card.name, dtype=torch.float16)
         self.log(f"models written to {folder}")
+
+
+def attempt_suffix(attempt: int) -> str:
+    """Folder suffix of a stage-1 attempt: the first keeps the plain names (runs from before the gate resume)."""
+    return "" if attempt == 0 else f"_attempt{attempt + 1}"
 
 
 def _count(network) -> int:

@@ -3,6 +3,7 @@ loads, the CLI applying them, shipping into a registry, and a second run that re
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 
 import numpy as np
@@ -16,7 +17,8 @@ def _micro_preset():
     preset.data = dataclasses.replace(preset.data, phantom_ct_patients=3, phantom_mr_patients=4, ct_val_patients=1,
                                       mr_val_patients=1, low_data_patients=1, spacing_mm=8.0, crop=48)
     preset.synthesis = dataclasses.replace(preset.synthesis, ngf=4, ndf=4, seg_ngf=4, n_blocks=1, seg_n_blocks=1,
-                                           crop=32, iterations=6, decay_from=3, checkpoint_every=3, pool_size=2)
+                                           crop=32, iterations=6, decay_from=3, checkpoint_every=3, pool_size=2,
+                                           min_shape_consistency=0.0)  # 6-iteration models: the gate is tested apart
     preset.segmentation = dataclasses.replace(preset.segmentation, base=4, crop=48, iterations=6, decay_from=3, eval_every=3,
                                               checkpoint_every=3, monai_channels=(4, 8, 16, 32, 64),
                                               monai_num_res_units=1)
@@ -133,3 +135,35 @@ def test_more_seeds_can_be_added_to_an_existing_run(tmp_path):
     assert again.preset.seeds == (0, 1, 2) and again.split == first.split
     recorded = json.loads((tmp_path / "run" / "config.json").read_text())
     assert recorded["preset"]["seeds"] == [0, 1, 2]
+
+
+@pytest.mark.slow
+def test_stage1_gate_retrains_a_failed_synthesis_model_from_another_seed(tmp_path):
+    """An attempt under the gate is trained again from seed + 1000 in its own folders; the best attempt is kept,
+    its synthetic MR trains the mixed arms, and the report names every attempt."""
+    from Training.report import write_report
+    from Training.study import Study
+
+    preset = _micro_preset()
+    preset.seeds = (0,)
+    preset.arms = ("real", "real+essnet")
+    preset.synthesis = dataclasses.replace(preset.synthesis, seg_weight=1.0, min_shape_consistency=1.01,
+                                           max_attempts=2)  # no translation reaches 1.01: every attempt fails
+    run_dir = tmp_path / "run"
+    results = Study(run_dir, preset, stream=io.StringIO()).run()
+
+    stage = results["per_seed"]["0"]["stage1"]["essnet"]
+    assert [a["seed"] for a in stage["attempts"]] == [0, 1000]
+    assert [a["passed"] for a in stage["attempts"]] == [False, False] and stage["passed_gate"] is False
+    scores = [a["shape_consistency_3d_dice"] for a in stage["attempts"]]
+    kept = int(np.argmax(scores))
+    assert stage["attempt"] == kept and stage["seed"] == 1000 * kept
+    assert results["per_seed"]["0"]["shape_consistency"]["essnet"]["mean_dice"] == scores[kept]
+    assert (run_dir / "seed0" / "stage1_essnet" / "done.json").exists()
+    assert (run_dir / "seed0" / "stage1_essnet_attempt2" / "done.json").exists()
+    assert sorted((run_dir / "seed0" / "synthetic" / "essnet_attempt2").glob("*_essnet_mr.nii.gz"))
+    folder = results["per_seed"]["0"]["arms"]["real+essnet"]["folder"]
+    assert folder == ("real+essnet" if kept == 0 else "real+essnet_attempt2")
+    assert (run_dir / "seed0" / "arms" / folder / "scores.json").exists()
+    text = write_report(run_dir).read_text()
+    assert "seed 0, essnet: 2 attempts" in text and "no attempt passed" in text
