@@ -167,4 +167,4 @@ def test_stage1_gate_retrains_a_failed_synthesis_model_from_another_seed(tmp_pat
     assert (run_dir / "seed0" / "arms" / folder / "scores.json").exists()
     text = write_report(run_dir).read_text()
     assert "seed 0, essnet: 2 attempts" in text and "no attempt passed" in text
-    assert "Retried by the gate: seed 0 essnet" in text
+    assert "Retried by the gate: seed 0 cyclegan, seed 0 essnet" in text
