@@ -191,51 +191,23 @@ class Study:
         return results
 
     def stage1(self, seed_dir, seed: int, tag: str, essnet: bool, judge) -> dict:
-        """Train one synthesis model, translate every CT patient with it and let ``judge`` (the real-only U-Net)
-        read its synthetic MR of the held-out CT patients against their CT liver labels (shape consistency).
-
-        An attempt under ``min_shape_consistency`` lost the anatomy: it is trained again from seed
-        ``seed + 1000 * attempt`` (its own folders, so every attempt resumes), up to ``max_attempts``. The best
-        attempt is kept and every attempt is recorded."""
+        """One synthesis model behind the gate: an attempt whose synthetic MR scores under
+        ``min_shape_consistency`` lost the anatomy and is trained again from seed ``seed + 1000 * attempt`` (in
+        its own folders, so every attempt resumes), up to ``max_attempts``. The best attempt is kept; every
+        attempt is recorded."""
         options = self.preset.synthesis
-        attempts, best, best_score = [], None, 0.0
+        attempts, best, best_score = [], None, -1.0
         for attempt in range(max(1, options.max_attempts)):
-            suffix = attempt_suffix(attempt)
-            stage1_seed = seed + 1000 * attempt
-            self.log(f"seed {seed}: stage 1, {tag} ({'with' if essnet else 'without'} the segmentation branch)"
-                     + (f", attempt {attempt + 1} (seed {stage1_seed})" if attempt else ""))
-            model = self._timed(f"seed{seed}/stage1_{tag}{suffix}", train_synthesis, seed_dir / f"stage1_{tag}{suffix}",
-                                self.ct_train, self.mr_train, self.preset, stage1_seed, self.context, essnet,
-                                self.device)
-            sides = unwrap(model.generators)
-            ct_to_mr = as_loaded_model(sides.ct_to_mr, synthesis_card(self.preset, f"{tag}-ct2mr", "CT->MR",
-                                                                      self.training_record(seed)))
-            folder = seed_dir / "synthetic" / f"{tag}{suffix}"
-            synthetic_train = synthetic_val = consistency = None
-            if self.context.is_main:
-                self.log(f"seed {seed}: translating every CT patient with {tag}{suffix}")
-                synthetic_train = self._timed(f"seed{seed}/translate_{tag}{suffix}", translate_cases, ct_to_mr,
-                                              self.cases_of("CT", "train"), folder, tag)
-                synthetic_val = translate_cases(ct_to_mr, self.ct_val_cases, folder, tag)
-                if judge is not None:
-                    consistency = score_segmentation(judge, synthetic_val, allow_modality_mismatch=True)
-            synthetic_train = self.context.broadcast_object(synthetic_train)
-            synthetic_val = self.context.broadcast_object(synthetic_val)
-            consistency = self.context.broadcast_object(consistency)
-            score = consistency["mean_dice"] if consistency is not None else None
+            candidate = self.stage1_attempt(seed_dir, seed, tag, essnet, judge, attempt)
+            score = candidate["record"]["shape_consistency_3d_dice"]
             passed = score is None or options.min_shape_consistency <= 0 or score >= options.min_shape_consistency
-            attempts.append({"attempt": attempt, "seed": stage1_seed, "shape_consistency_3d_dice": score,
-                             "passed": passed})
-            candidate = {"sides": sides, "suffix": suffix, "synthetic_train": synthetic_train,
-                         "synthetic_val": synthetic_val, "shape_consistency": consistency,
-                         "record": {"history": model.history, "attempt": attempt, "seed": stage1_seed,
-                                    "segmenter_parameters": _count(sides.segmenter) if sides.segmenter else 0,
-                                    "generator_parameters": _count(sides.ct_to_mr)}}
+            attempts.append({"attempt": attempt, "seed": candidate["record"]["seed"],
+                             "shape_consistency_3d_dice": score, "passed": passed})
             if score is not None:
-                self.log(f"seed {seed}: shape consistency {tag}{suffix}: 3D Dice {score:.4f}"
+                self.log(f"seed {seed}: shape consistency {tag}{candidate['suffix']}: 3D Dice {score:.4f}"
                          + ("" if passed else f" < {options.min_shape_consistency:g}: the translation lost the "
                                               f"anatomy"))
-            if best is None or (score or 0.0) > best_score:
+            if (score or 0.0) > best_score:
                 best, best_score = candidate, score or 0.0
             if passed:
                 break
@@ -245,6 +217,36 @@ class Study:
             self.log(f"seed {seed}: no {tag} attempt reached shape consistency {options.min_shape_consistency:g}; "
                      f"keeping the best (attempt {best['record']['attempt'] + 1}), flagged in the report")
         return best
+
+    def stage1_attempt(self, seed_dir, seed: int, tag: str, essnet: bool, judge, attempt: int) -> dict:
+        """Train one synthesis model, translate every CT patient with it and let ``judge`` (the real-only U-Net)
+        read its synthetic MR of the held-out CT patients against their CT liver labels (shape consistency)."""
+        suffix = attempt_suffix(attempt)
+        stage1_seed = seed + 1000 * attempt
+        self.log(f"seed {seed}: stage 1, {tag} ({'with' if essnet else 'without'} the segmentation branch)"
+                 + (f", attempt {attempt + 1} (seed {stage1_seed})" if attempt else ""))
+        model = self._timed(f"seed{seed}/stage1_{tag}{suffix}", train_synthesis, seed_dir / f"stage1_{tag}{suffix}",
+                            self.ct_train, self.mr_train, self.preset, stage1_seed, self.context, essnet, self.device)
+        sides = unwrap(model.generators)
+        ct_to_mr = as_loaded_model(sides.ct_to_mr, synthesis_card(self.preset, f"{tag}-ct2mr", "CT->MR",
+                                                                  self.training_record(seed)))
+        folder = seed_dir / "synthetic" / f"{tag}{suffix}"
+        synthetic_train = synthetic_val = consistency = None
+        if self.context.is_main:
+            self.log(f"seed {seed}: translating every CT patient with {tag}{suffix}")
+            synthetic_train = self._timed(f"seed{seed}/translate_{tag}{suffix}", translate_cases, ct_to_mr,
+                                          self.cases_of("CT", "train"), folder, tag)
+            synthetic_val = translate_cases(ct_to_mr, self.ct_val_cases, folder, tag)
+            if judge is not None:
+                consistency = score_segmentation(judge, synthetic_val, allow_modality_mismatch=True)
+        consistency = self.context.broadcast_object(consistency)
+        return {"sides": sides, "suffix": suffix, "shape_consistency": consistency,
+                "synthetic_train": self.context.broadcast_object(synthetic_train),
+                "synthetic_val": self.context.broadcast_object(synthetic_val),
+                "record": {"history": model.history, "attempt": attempt, "seed": stage1_seed,
+                           "shape_consistency_3d_dice": consistency["mean_dice"] if consistency else None,
+                           "segmenter_parameters": _count(sides.segmenter) if sides.segmenter else 0,
+                           "generator_parameters": _count(sides.ct_to_mr)}}
 
     def run_arm(self, seed_dir, seed: int, arm: str, synthetic_sets: dict, folder: str = None):
         part, synthetic, kind = ARM_RECIPES[arm]
