@@ -113,7 +113,7 @@ def plot_per_patient(results: dict, path: Path) -> None:
         axis.bar([i + p * width for i in range(len(arms))], values, width, label=patient)
     axis.set_xticks([i + 0.4 - width / 2 for i in range(len(arms))])
     axis.set_xticklabels(arms, rotation=30, fontsize=7)
-    axis.set_ylim(0.7, 1.0)
+    axis.set_ylim(0.6, 1.0)
     axis.set_ylabel("3D Dice", fontsize=8)
     axis.legend(fontsize=6, ncol=2)
     figure.tight_layout()
@@ -126,10 +126,15 @@ def markdown(results: dict, config: dict, figures: list) -> str:
     split = results["split"]
     timings = results.get("timings", {})
     lines = [f"# EssNet study, preset `{preset['name']}`", ""]
-    stages = ", ".join(f"{key.split('/')[-1]} {value / 60:.1f}" for key, value in timings.items())
+    per_seed = {}
+    for key, value in timings.items():  # "seed0/arm_real": seconds, accumulated over restarts
+        per_seed[key.split("/")[0]] = per_seed.get(key.split("/")[0], 0.0) + value
+    spent = ", ".join(f"{seed} {value / 60:.0f}" for seed, value in per_seed.items())
     lines += [f"Seeds {seeds} (mean ± sd over seeds where more than one). Finished {results.get('finished', '?')}; "
-              f"wall time {sum(timings.values()) / 60:.0f} min ({stages} min).", ""]
-    lines += ["Regenerate: `python -m Training run --preset " + preset["name"] + "` (resumes where it stopped), then "
+              f"wall time {sum(timings.values()) / 60:.0f} min ({spent} min; every job, retried stage-1 attempts "
+              "included, is timed in results.json).", ""]
+    seed_option = f" --seeds {' '.join(str(seed) for seed in seeds)}" if len(seeds) > 1 else ""
+    lines += ["Regenerate: `python -m Training run --preset " + preset["name"] + seed_option + "` (resumes where it stopped), then "
               "`python -m Training report RUN_DIR --out FOLDER` for this page and every figure.", ""]
     lines += ["## Liver segmentation on held-out real MR patients", "",
               f"Validation patients (never trained on): {', '.join(split['MR']['val'])}. Scores are computed on each "
