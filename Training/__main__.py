@@ -16,7 +16,14 @@ from .presets import get_preset, preset_names
 REPO = Path(__file__).resolve().parents[1]
 
 
-def main(argv=None) -> int:
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a weight >= 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m Training", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run (or resume) a whole study")
@@ -28,12 +35,18 @@ def main(argv=None) -> int:
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     run.add_argument("--no-seg", action="store_true",
                      help="only the plain-CycleGAN ablation for stage 1 (seg_weight = 0); stage 2 skips EssNet arms")
+    run.add_argument("--identity", type=_non_negative, default=None, metavar="LAMBDA",
+                     help="stage-1 identity loss weight (x lambda_cycle; CycleGAN's 0.5) for a new run folder")
     report = commands.add_parser("report", help="regenerate REPORT.md and every figure of a run folder")
     report.add_argument("run_dir", type=Path)
     report.add_argument("--out", type=Path, default=None, help="write the report here (default: the run folder)")
     ship = commands.add_parser("ship", help="copy a finished run's models into SlicerEssNet/models and register them")
     ship.add_argument("run_dir", type=Path)
-    arguments = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    arguments = build_parser().parse_args(argv)
 
     from SlicerEssNet.errors import EssNetError
 
@@ -55,9 +68,23 @@ def main(argv=None) -> int:
         return 1
 
 
-def _run(arguments) -> int:
+def preset_for(arguments):
+    """The named preset with the command line's changes (a resumed run keeps the one it recorded)."""
     import dataclasses
 
+    preset = get_preset(arguments.preset)
+    if arguments.data_root:
+        preset.data.data_root = str(arguments.data_root)
+    if arguments.seeds:
+        preset.seeds = tuple(arguments.seeds)
+    if arguments.no_seg:
+        preset.synthesis = dataclasses.replace(preset.synthesis, seg_weight=0.0)
+    if arguments.identity is not None:
+        preset.synthesis = dataclasses.replace(preset.synthesis, lambda_identity=arguments.identity)
+    return preset
+
+
+def _run(arguments) -> int:
     from SlicerEssNet.runtime import import_torch, select_device
 
     from .distributed import init_distributed
@@ -71,13 +98,7 @@ def _run(arguments) -> int:
         device = f"cuda:{context.local_rank}"
     if note:
         print(f"note: {note}", file=sys.stderr)
-    preset = get_preset(arguments.preset)
-    if arguments.data_root:
-        preset.data.data_root = str(arguments.data_root)
-    if arguments.seeds:
-        preset.seeds = tuple(arguments.seeds)
-    if arguments.no_seg:
-        preset.synthesis = dataclasses.replace(preset.synthesis, seg_weight=0.0)
+    preset = preset_for(arguments)
     run_dir = arguments.run_dir or REPO / "runs" / preset.name
     study = Study(run_dir, preset, context, device=str(device), seeds=arguments.seeds)
     study.run()

@@ -126,6 +126,20 @@ def test_no_seg_flag_trains_only_the_ablation_and_drops_the_essnet_arms(tmp_path
         main(["run", "--preset", "nonexistent"])
 
 
+def test_command_line_options_change_a_copy_of_the_preset():
+    from Training.__main__ import build_parser, preset_for
+    from Training.presets import get_preset
+
+    arguments = build_parser().parse_args(["run", "--preset", "cpu", "--identity", "0.5", "--no-seg", "--seeds", "3", "4"])
+    preset = preset_for(arguments)
+    assert preset.synthesis.lambda_identity == 0.5 and preset.synthesis.seg_weight == 0.0
+    assert preset.seeds == (3, 4)
+    assert get_preset("cpu").synthesis.lambda_identity == 0.0  # the named preset itself is untouched
+    assert preset_for(build_parser().parse_args(["run", "--preset", "cpu"])).synthesis == get_preset("cpu").synthesis
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--identity", "-1"])
+
+
 def test_more_seeds_can_be_added_to_an_existing_run(tmp_path):
     from Training.study import Study
 
