@@ -47,7 +47,8 @@ class SynthesisOptions:
     lambda_cycle: float = 10.0
     # x lambda_cycle, like CycleGAN's 0.5; EssNet used 0, and so did the committed cpu run. Measured on the real
     # data (seed 1 and 2, whose first attempts lost the anatomy): 0.5 gave shape consistency 0.78 / 0.78 instead
-    # of 0.000 / 0.180; 3x more iterations at 0 did not help seed 1 (0.0007).
+    # of 0.000 / 0.180; 3x more iterations at 0 did not help seed 1 (0.0007). But on seed 0 it dropped the plain
+    # CycleGAN from 0.62 to 0.29 (EssNet 0.54 -> 0.60): no cure on its own, the gate stays.
     lambda_identity: float = 0.0
     seg_weight: float = 1.0  # 0 = the plain CycleGAN ablation (no segmentation branch at all)
     pool_size: int = 50
