@@ -128,7 +128,8 @@ def markdown(results: dict, config: dict, figures: list) -> str:
     lines = [f"# EssNet study, preset `{preset['name']}`", ""]
     per_seed = {}
     for key, value in timings.items():  # "seed0/arm_real": seconds, accumulated over restarts
-        per_seed[key.split("/")[0]] = per_seed.get(key.split("/")[0], 0.0) + value
+        seed_key = key.split("/")[0]
+        per_seed[seed_key] = per_seed.get(seed_key, 0.0) + value
     spent = ", ".join(f"{seed} {value / 60:.0f}" for seed, value in per_seed.items())
     lines += [f"Seeds {seeds} (mean ± sd over seeds where more than one). Finished {results.get('finished', '?')}; "
               f"wall time {sum(timings.values()) / 60:.0f} min ({spent} min; every job, retried stage-1 attempts "

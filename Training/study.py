@@ -254,11 +254,12 @@ class Study:
         card = segmentation_card(self.preset, "liver-unet-mr", self.training_record(seed))
         validate = lambda network: mean_volume_dice(as_loaded_model(network, card), self.mr_val_cases,  # noqa: E731
                                                     self.val_volumes)
-        job_dir = seed_dir / "arms" / (folder or arm)
+        folder = folder or arm
+        job_dir = seed_dir / "arms" / folder
         self.log(f"seed {seed}: stage 2, arm {arm} ({len(real_set)} real slices"
                  f"{f' + {len(synthetic_sets[synthetic])} synthetic ({synthetic})' if synthetic else ''}, {kind})")
         network, history, best = self._timed(
-            f"seed{seed}/arm_{folder or arm}", train_segmentation, job_dir, real_set,
+            f"seed{seed}/arm_{folder}", train_segmentation, job_dir, real_set,
             synthetic_sets.get(synthetic), self.preset, seed, self.context, kind, validate, self.device)
         scores = read_json(job_dir / "scores.json")
         if scores is None and self.context.is_main:
