@@ -45,10 +45,23 @@ def import_torch(threads: Optional[int] = None, wait: str = "passive"):
             "in Slicer, the PyTorch extension), then run again") from None
 
     if threads is None:
-        threads = int(os.environ.get("SLICERESSNET_THREADS", "0")) or default_thread_count()
+        threads = requested_thread_count() or default_thread_count()
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return torch
+
+
+def requested_thread_count() -> int:
+    """Threads the user asked for (``SLICERESSNET_THREADS``, else ``OMP_NUM_THREADS``); 0 when neither is set.
+
+    The engine is built after the caller chose its threads (a test runner or a second training job with
+    OMP_NUM_THREADS=1): falling back to the core count there would oversubscribe the cores behind its back.
+    """
+    for name in ("SLICERESSNET_THREADS", "OMP_NUM_THREADS"):
+        text = os.environ.get(name, "").strip()
+        if text.isdigit() and int(text) > 0:
+            return int(text)
+    return 0
 
 
 def default_thread_count() -> int:

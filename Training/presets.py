@@ -29,6 +29,7 @@ class DataOptions:
     intensity_scale: float = 0.12
     intensity_gamma: float = 0.4  # log-gamma range: organ contrast varies between patients (CHAOS 15)
     organ_contrast: float = 0.0  # stage 2 only: log-range of the liver's own brightness jitter (0 = off)
+    organ_gamma: float = 0.0  # stage 2 only: log-range of a power on the liver's values (dark parenchyma, bright vessels)
 
 
 @dataclass

@@ -48,8 +48,9 @@ def train_segmentation(job_dir, real_set, synthetic_set, preset, seed: int, cont
                 batch_indices(len(synthetic_set), n_synthetic, iteration, seed + 13, context.rank,
                               context.world_size), options.crop, generator, preset.data)
             images, labels = torch.cat([images, extra_images]), torch.cat([labels, extra_labels])
-        if preset.data.organ_contrast > 0:
-            images = organ_contrast_jitter(images, labels, generator, preset.data.organ_contrast)
+        if preset.data.organ_contrast > 0 or preset.data.organ_gamma > 0:
+            images = organ_contrast_jitter(images, labels, generator, preset.data.organ_contrast,
+                                           preset.data.organ_gamma)
         network.train()
         optimizer.zero_grad(set_to_none=True)
         with autocast():

@@ -63,6 +63,30 @@ def test_training_asks_for_the_short_spin_policy(monkeypatch):
     assert asked == ["short_spin"]
 
 
+THREADS_PROBE = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from SlicerEssNet.runtime import default_thread_count, import_torch
+torch = import_torch()  # what SliceEngine does when no thread count is passed
+print(torch.get_num_threads(), default_thread_count())
+"""
+
+
+@pytest.mark.parametrize("environment, expected", [
+    ({"OMP_NUM_THREADS": "1"}, 1),  # the test runner's and a second training job's choice
+    ({"SLICERESSNET_THREADS": "1", "OMP_NUM_THREADS": "2"}, 1),  # the project's own variable first
+    ({"OMP_NUM_THREADS": "not a number"}, None),  # ignored: the core count
+    ({}, None),
+])
+def test_the_engine_keeps_the_thread_count_the_user_asked_for(environment, expected):
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "SLICERESSNET_THREADS")}
+    env.update(environment)
+    result = subprocess.run([sys.executable, "-c", THREADS_PROBE, str(REPO)], env=env, capture_output=True,
+                            text=True, check=True, timeout=120)
+    threads, cores = (int(v) for v in result.stdout.split())
+    assert threads == (expected if expected is not None else cores)
+
+
 def test_device_and_precision_choices():
     import torch
 

@@ -123,6 +123,27 @@ def test_organ_contrast_changes_the_organ_alone_within_its_range():
     assert torch.all((edge - 0.5).abs() < (core - 0.5).abs())
 
 
+def test_organ_gamma_darkens_parenchyma_more_than_vessels():
+    # Iron-loaded T2 livers: dark parenchyma, vessels still bright. A power > 1 on [0, 1] values does that.
+    image = torch.full((64, 1, 32, 32), 0.0)  # unit 0.5 everywhere ...
+    image[:, :, 14:18, 14:18] = 0.8  # ... and a bright vessel (unit 0.9) inside the organ
+    label = torch.zeros((64, 32, 32), dtype=torch.long)
+    label[:, 8:24, 8:24] = 1
+    jittered = organ_contrast_jitter(image, label, torch.Generator().manual_seed(1), strength=0.0, gamma=0.8)
+    torch.testing.assert_close(jittered[..., :6, :], image[..., :6, :])  # outside the organ: untouched
+    parenchyma, vessel = (jittered[:, 0, 10, 10] + 1) / 2, (jittered[:, 0, 15, 15] + 1) / 2
+    powers = torch.log(parenchyma) / np.log(0.5)
+    assert powers.min() >= np.exp(-0.8) - 1e-4 and powers.max() <= np.exp(0.8) + 1e-4
+    darker = powers > 1.2
+    assert darker.sum() > 10 and (powers < 1 / 1.2).sum() > 10  # both ways, over the slices
+    torch.testing.assert_close(vessel[darker], 0.9 ** powers[darker], atol=1e-4, rtol=1e-4)
+    assert torch.all(0.5 - parenchyma[darker] > 0.9 - vessel[darker])  # parenchyma loses more than vessels
+    # Without gamma the function draws nothing more: old runs keep their random stream.
+    a = organ_contrast_jitter(image, label, torch.Generator().manual_seed(2), strength=0.5)
+    b = organ_contrast_jitter(image, label, torch.Generator().manual_seed(2), strength=0.5, gamma=0.0)
+    assert torch.equal(a, b)
+
+
 def test_slice_set_reads_real_mr_through_the_core(shared_data):
     cases = real_cases(shared_data)["MR"][:1]
     grid = {"mode": "spacing", "spacing_mm": 2.5, "size": 128, "multiple_of": 16}
