@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from .presets import get_preset, preset_names
+from .presets import ARM_RECIPES, get_preset, preset_names
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,6 +21,39 @@ def _non_negative(text: str) -> float:
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"{text} is not a weight >= 0")
     return value
+
+
+def _override(text: str) -> tuple:
+    """``SECTION.FIELD=VALUE`` -> (section, field, value), the value converted to the option's own type."""
+    import dataclasses
+
+    from .presets import DataOptions, SegmentationOptions, SynthesisOptions
+
+    sections = {"data": DataOptions, "synthesis": SynthesisOptions, "segmentation": SegmentationOptions}
+    key, equals, value = text.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not equals or not dot or section not in sections:
+        raise argparse.ArgumentTypeError(f"{text!r} is not SECTION.FIELD=VALUE with SECTION one of "
+                                         f"{', '.join(sections)}")
+    fields = {f.name: f for f in dataclasses.fields(sections[section])}
+    if name not in fields:
+        raise argparse.ArgumentTypeError(f"{section} has no option {name!r}: choose one of {', '.join(fields)}")
+    default = fields[name].default
+    if default is dataclasses.MISSING:
+        default = fields[name].default_factory()
+    try:
+        if isinstance(default, bool):
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            converted = value.lower() in ("true", "1")
+        elif isinstance(default, tuple):
+            converted = tuple(int(v) for v in value.split(","))
+        else:
+            converted = type(default)(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{section}.{name} takes a {type(default).__name__} "
+                                         f"(like {default!r}), not {value!r}") from None
+    return section, name, converted
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="only the plain-CycleGAN ablation for stage 1 (seg_weight = 0); stage 2 skips EssNet arms")
     run.add_argument("--identity", type=_non_negative, default=None, metavar="LAMBDA",
                      help="stage-1 identity loss weight (x lambda_cycle; CycleGAN's 0.5) for a new run folder")
+    run.add_argument("--arms", nargs="+", default=None, choices=tuple(ARM_RECIPES), metavar="ARM",
+                     help="train only these stage-2 arms (stage 1 only for the synthesis models they learn from): "
+                          + ", ".join(ARM_RECIPES))
+    run.add_argument("--set", dest="overrides", action="append", default=[], type=_override, metavar="SECTION.FIELD=VALUE",
+                     help="change one preset option of a new run folder, e.g. data.organ_gamma=0.8 or "
+                          "segmentation.iterations=3000 (repeatable; sections: data, synthesis, segmentation)")
     report = commands.add_parser("report", help="regenerate REPORT.md and every figure of a run folder")
     report.add_argument("run_dir", type=Path)
     report.add_argument("--out", type=Path, default=None, help="write the report here (default: the run folder)")
@@ -81,6 +120,10 @@ def preset_for(arguments):
         preset.synthesis = dataclasses.replace(preset.synthesis, seg_weight=0.0)
     if arguments.identity is not None:
         preset.synthesis = dataclasses.replace(preset.synthesis, lambda_identity=arguments.identity)
+    for section, name, value in arguments.overrides:
+        setattr(preset, section, dataclasses.replace(getattr(preset, section), **{name: value}))
+    if arguments.arms:
+        preset.arms = tuple(arguments.arms)
     return preset
 
 

@@ -9,6 +9,18 @@ import copy
 from dataclasses import asdict, dataclass, field
 
 
+ARM_RECIPES = {
+    # arm: (real training patients, synthetic source, network kind)
+    "real": ("train", None, "classic"),
+    "real+essnet": ("train", "essnet", "classic"),
+    "real+cyclegan": ("train", "cyclegan", "classic"),
+    "low5": ("low", None, "classic"),
+    "low5+essnet": ("low", "essnet", "classic"),
+    "low5+cyclegan": ("low", "cyclegan", "classic"),
+    "monai": ("train", None, "monai"),
+}
+
+
 @dataclass
 class DataOptions:
     source: str = "real"  # "real" (../shared/data) or "phantoms"

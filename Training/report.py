@@ -328,8 +328,11 @@ def write_report(run_dir, out=None) -> Path:
     out = Path(out) if out else run_dir
     out.mkdir(parents=True, exist_ok=True)
     figures = []
+    has_stage1 = any(run["stage1"] for run in results["per_seed"].values())  # none with --arms real monai
     for name, plot in (("stage1_curves.png", plot_stage1), ("stage2_curves.png", plot_stage2),
                        ("per_patient_dice.png", plot_per_patient)):
+        if name == "stage1_curves.png" and not has_stage1:
+            continue
         plot(results, out / name)
         figures.append(name)
     for seed in results["seeds"]:

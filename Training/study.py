@@ -24,23 +24,13 @@ from .checkpoint import read_json, write_json
 from .cohorts import load_case, make_split, phantom_cases, real_cases, select
 from .distributed import DistributedContext, unwrap
 from .evaluate import as_loaded_model, mean_sd, mean_volume_dice, score_segmentation
-from .presets import preset_from_dict
+from .presets import ARM_RECIPES, preset_from_dict
 from .report import write_report
 from .slices import build_slice_set
 from .train_segmentation import train_segmentation
 from .train_synthesis import train_synthesis
 from .translate import contact_sheet, sheet_rows, translate_cases
 
-ARM_RECIPES = {
-    # arm: (real training patients, synthetic source, network kind)
-    "real": ("train", None, "classic"),
-    "real+essnet": ("train", "essnet", "classic"),
-    "real+cyclegan": ("train", "cyclegan", "classic"),
-    "low5": ("low", None, "classic"),
-    "low5+essnet": ("low", "essnet", "classic"),
-    "low5+cyclegan": ("low", "cyclegan", "classic"),
-    "monai": ("train", None, "monai"),
-}
 SUMMARY_METRICS = ("pooled_dice_2d", "pooled_iou_2d", "mean_dice", "mean_ravd", "mean_assd", "mean_mssd",
                    "mean_hd95")
 SHIPPED = {"essnet-ct2mr": "CT->MR", "essnet-mr2ct": "MR->CT", "liver-unet-mr": None}
@@ -168,7 +158,7 @@ class Study:
             results["stage1"][tag] = chosen["record"]
             if chosen["shape_consistency"] is not None:
                 results["shape_consistency"][tag] = chosen["shape_consistency"]
-        if self.context.is_main:
+        if self.context.is_main and synthetic_val:
             titles = {"essnet": "EssNet MR", "cyclegan": "CycleGAN MR"}
             contact_sheet(sheet_rows(self.ct_val_cases, {titles[tag]: cases for tag, cases in synthetic_val.items()}),
                           seed_dir / "contact_sheet.png",
@@ -272,10 +262,12 @@ class Study:
                 "folder": job_dir.name}, network
 
     def synthesis_models(self) -> tuple:
-        """(tag, with segmentation branch): both, or only the ablation when run with ``--no-seg``."""
-        if self.preset.synthesis.seg_weight > 0:
-            return (("essnet", True), ("cyclegan", False))
-        return (("cyclegan", False),)
+        """(tag, with segmentation branch) of the stage-1 models some arm learns from: both, only the ablation
+        when run with ``--no-seg``, none when every arm trains on real MR alone (``--arms real monai``)."""
+        available = (("essnet", True), ("cyclegan", False)) if self.preset.synthesis.seg_weight > 0 else \
+            (("cyclegan", False),)
+        wanted = {ARM_RECIPES[arm][1] for arm in self.preset.arms}
+        return tuple(model for model in available if model[0] in wanted)
 
     def arms(self) -> tuple:
         available = {tag for tag, _ in self.synthesis_models()}
@@ -306,15 +298,22 @@ class Study:
 
     def export_models(self, results: dict) -> None:
         """fp16 safetensors + cards of the first seed's EssNet generators and real-only U-Net in ``models/``."""
-        import torch
-        from SlicerEssNet.weights import save_model
-
         first = self._last[str(self.preset.seeds[0])]
         folder = self.run_dir / "models"
         folder.mkdir(exist_ok=True)
         seed = self.preset.seeds[0]
         training = self.training_record(seed)
         prefix = "" if self.preset.name == "cpu" else f"{self.preset.name}-"
+        if self.synthesis_models():
+            self.export_generators(first, folder, prefix, training)
+        self.export_segmenter(results, first, folder, prefix, training)
+        self.log(f"models written to {folder}")
+
+    def export_generators(self, first: dict, folder: Path, prefix: str, training: dict) -> None:
+        import torch
+        from SlicerEssNet.weights import save_model
+
+        seed = self.preset.seeds[0]
         tag = self.synthesis_models()[0][0]  # EssNet; the ablation's generators when run with --no-seg
         sides = first["generators"][tag]
         stage1 = first["stage1"][tag]
@@ -330,9 +329,17 @@ class Study:
                          if direction == "CT->MR" else {}))
             network = sides.ct_to_mr if direction == "CT->MR" else sides.mr_to_ct
             save_model(network, card, folder / card.name, dtype=torch.float16)
+
+    def export_segmenter(self, results: dict, first: dict, folder: Path, prefix: str, training: dict) -> None:
+        import torch
+        from SlicerEssNet.weights import save_model
+
+        seed = self.preset.seeds[0]
         # The shipped U-Net: the first seed's network of the full-data classic arm with the best mean validation
         # score over seeds (model selection, as for checkpoints). Its card states that network's own scores.
         candidates = [a for a in ("real", "real+essnet", "real+cyclegan") if a in first["networks"]]
+        if not candidates:  # only low-data or peer arms were run: nothing a user should get as the default
+            return
         arm = max(candidates, key=lambda a: results["summary"][a]["mean_dice"]["mean"])
         scores = first["arms"][arm]["scores"]
         metrics = {"arm": arm, "seed": seed, "validation_patients": self.split["MR"]["val"],
@@ -343,7 +350,6 @@ class Study:
             description=f"Liver U-Net on T2 MR ({self.preset.name} preset), arm '{arm}' (best mean 3D Dice of the "
                         f"full-data arms on the validation patients); classic U-Net, CE + Dice", metrics=metrics)
         save_model(first["networks"][arm], card, folder / card.name, dtype=torch.float16)
-        self.log(f"models written to {folder}")
 
 
 def attempt_suffix(attempt: int) -> str:
