@@ -215,7 +215,9 @@ def markdown(results: dict, config: dict, figures: list) -> str:
               f"{preset['data']['multiple_of']}); training crops {preset['synthesis']['crop']} px (stage 1) and "
               f"{preset['segmentation'].get('crop', preset['data']['crop'])} px (stage 2), whole slices in use; small affine + intensity jitter"
               + (f", liver-only contrast jitter exp(±{preset['data']['organ_contrast']:g}) in stage 2"
-                 if preset["data"].get("organ_contrast") else "") + ", no flips.",
+                 if preset["data"].get("organ_contrast") else "")
+              + (f", liver-only power exp(±{preset['data']['organ_gamma']:g})" if preset["data"].get("organ_gamma")
+                 else "") + ", no flips.",
               f"- Stage 1: ResNet generators ngf {preset['synthesis']['ngf']} ({preset['synthesis']['n_blocks']} "
               f"blocks), PatchGAN ndf {preset['synthesis']['ndf']}, LSGAN, cycle λ {preset['synthesis']['lambda_cycle']}, "
               f"identity {preset['synthesis']['lambda_identity']}, segmenter ngf {preset['synthesis']['seg_ngf']} "
@@ -301,13 +303,21 @@ def _differences(preset: dict, results: dict) -> list:
 
 
 def _organ_contrast_note(preset: dict) -> str:
-    strength = preset["data"].get("organ_contrast", 0.0)
-    if not strength:
-        return ""
-    return (f" A global gamma cannot make the liver darker than its neighbours, so stage 2 also rescales the liver's "
-            f"own brightness by a random factor in exp(±{strength:g}) (`organ_contrast`, edges faded over 3 px); in a "
-            "run of the real-only arm alone (4000 iterations) it raised the mean 3D Dice from 0.81 to 0.85, "
-            "chaos_mr_15 from 0.55 to 0.67.")
+    """The stage-2 liver-appearance jitters the preset used, and what each was measured to do."""
+    strength, power = preset["data"].get("organ_contrast", 0.0), preset["data"].get("organ_gamma", 0.0)
+    text = ""
+    if strength:
+        text += (f" A global gamma cannot make the liver darker than its neighbours, so stage 2 also rescales the "
+                 f"liver's own brightness by a random factor in exp(±{strength:g}) (`organ_contrast`, edges faded over "
+                 "3 px); in a run of the real-only arm alone (4000 iterations) it raised the mean 3D Dice from 0.81 "
+                 "to 0.85, chaos_mr_15 from 0.55 to 0.67.")
+    if power:
+        text += (f" A gain darkens the liver's vessels with it, but an iron-loaded liver has dark parenchyma and "
+                 f"vessels that stay bright (chaos_mr_15), so the liver's values are also raised to a random power in "
+                 f"exp(±{power:g}) (`organ_gamma`); in runs of the real-only arm alone (7000 iterations, seed 0) that "
+                 "raised the mean 3D Dice from 0.875 to 0.910, chaos_mr_15 from 0.78 to 0.90, where a wider gain "
+                 "(exp(±1.0)) instead gave 0.862.")
+    return text
 
 
 def _small_png(source: Path, target: Path, colours: int = 48) -> None:
