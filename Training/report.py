@@ -135,6 +135,7 @@ def markdown(results: dict, config: dict, figures: list) -> str:
               f"wall time {sum(timings.values()) / 60:.0f} min ({spent} min; every job, retried stage-1 attempts "
               "included, is timed in results.json).", ""]
     seed_option = f" --seeds {' '.join(str(seed) for seed in seeds)}" if len(seeds) > 1 else ""
+    seed_option += _changed_options(preset)
     lines += ["Regenerate: `python -m Training run --preset " + preset["name"] + seed_option + "` (resumes where it stopped), then "
               "`python -m Training report RUN_DIR --out FOLDER` for this page and every figure.", ""]
     lines += ["## Liver segmentation on held-out real MR patients", "",
@@ -236,6 +237,29 @@ def markdown(results: dict, config: dict, figures: list) -> str:
         lines += [f"![{name}]({name})" for name in figures]
         lines.append("")
     return "\n".join(lines)
+
+
+def _changed_options(preset: dict) -> str:
+    """The ``--arms`` and ``--set`` options that turn today's named preset into the recorded one."""
+    from .presets import get_preset, preset_from_dict, preset_names
+
+    if preset["name"] not in preset_names():
+        return ""
+    named = get_preset(preset["name"]).to_dict()
+    preset = preset_from_dict(preset).to_dict()  # options recorded before they existed take their defaults
+    text = ""
+    if tuple(preset["arms"]) != tuple(named["arms"]):
+        text += " --arms " + " ".join(preset["arms"])
+    for section in ("data", "synthesis", "segmentation"):
+        for name, value in preset[section].items():
+            default = named[section].get(name)
+            if isinstance(default, tuple):
+                value = tuple(value)
+            if name != "data_root" and value != default:
+                shown = ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value).lower() \
+                    if isinstance(value, bool) else str(value)
+                text += f" --set {section}.{name}={shown}"
+    return text
 
 
 def _gate_lines(preset: dict, results: dict) -> list:

@@ -145,20 +145,35 @@ def test_set_changes_any_option_with_its_own_type_and_arms_choose_the_arms():
     from Training.presets import get_preset
 
     arguments = build_parser().parse_args([
-        "run", "--preset", "cpu", "--set", "data.organ_gamma=0.8", "--set", "segmentation.iterations=3000",
+        "run", "--preset", "cpu", "--set", "data.organ_gamma=0.3", "--set", "segmentation.iterations=3000",
         "--set", "segmentation.autocast_bf16=false", "--set", "segmentation.monai_channels=8,16,32",
         "--arms", "real", "monai"])
     preset = preset_for(arguments)
-    assert preset.data.organ_gamma == 0.8 and preset.segmentation.iterations == 3000
+    assert preset.data.organ_gamma == 0.3 and preset.segmentation.iterations == 3000
     assert preset.segmentation.autocast_bf16 is False and preset.segmentation.monai_channels == (8, 16, 32)
     assert preset.arms == ("real", "monai")
-    assert get_preset("cpu").data.organ_gamma == 0.0 and get_preset("cpu").segmentation.iterations == 7000
+    assert get_preset("cpu").data.organ_gamma == 0.8 and get_preset("cpu").segmentation.iterations == 7000
     for wrong in ("organ_gamma=0.8", "model.base=8", "data.organ_gama=0.8", "segmentation.iterations=many",
                   "segmentation.autocast_bf16=maybe"):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["run", "--set", wrong])
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--arms", "real", "nonexistent"])
+
+
+def test_the_report_names_the_options_that_regenerate_a_changed_run():
+    from Training.__main__ import build_parser, preset_for
+    from Training.report import _changed_options
+
+    arguments = build_parser().parse_args(["run", "--preset", "cpu", "--arms", "real", "monai", "--set",
+                                           "data.organ_gamma=0.5", "--set", "segmentation.autocast_bf16=false"])
+    text = _changed_options(preset_for(arguments).to_dict())
+    assert text == " --arms real monai --set data.organ_gamma=0.5 --set segmentation.autocast_bf16=false"
+    assert build_parser().parse_args(["run", *text.split()])  # the options parse back
+    assert _changed_options(preset_for(build_parser().parse_args(["run", "--preset", "cpu"])).to_dict()) == ""
+    recorded = preset_for(build_parser().parse_args(["run", "--preset", "cpu"])).to_dict()
+    del recorded["data"]["organ_gamma"]  # a run recorded before the option existed ran without it
+    assert _changed_options(recorded) == " --set data.organ_gamma=0.0"
 
 
 def test_importing_the_training_command_leaves_torch_unloaded():
