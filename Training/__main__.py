@@ -24,36 +24,12 @@ def _non_negative(text: str) -> float:
 
 
 def _override(text: str) -> tuple:
-    """``SECTION.FIELD=VALUE`` -> (section, field, value), the value converted to the option's own type."""
-    import dataclasses
+    from .presets import parse_option
 
-    from .presets import DataOptions, SegmentationOptions, SynthesisOptions
-
-    sections = {"data": DataOptions, "synthesis": SynthesisOptions, "segmentation": SegmentationOptions}
-    key, equals, value = text.partition("=")
-    section, dot, name = key.strip().partition(".")
-    if not equals or not dot or section not in sections:
-        raise argparse.ArgumentTypeError(f"{text!r} is not SECTION.FIELD=VALUE with SECTION one of "
-                                         f"{', '.join(sections)}")
-    fields = {f.name: f for f in dataclasses.fields(sections[section])}
-    if name not in fields:
-        raise argparse.ArgumentTypeError(f"{section} has no option {name!r}: choose one of {', '.join(fields)}")
-    default = fields[name].default
-    if default is dataclasses.MISSING:
-        default = fields[name].default_factory()
     try:
-        if isinstance(default, bool):
-            if value.lower() not in ("true", "false", "1", "0"):
-                raise ValueError
-            converted = value.lower() in ("true", "1")
-        elif isinstance(default, tuple):
-            converted = tuple(int(v) for v in value.split(","))
-        else:
-            converted = type(default)(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{section}.{name} takes a {type(default).__name__} "
-                                         f"(like {default!r}), not {value!r}") from None
-    return section, name, converted
+        return parse_option(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,7 +6,7 @@ hour on 2 cores (128 px, reduced widths), ``paper`` is the full-width 256 px rec
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 
 ARM_RECIPES = {
@@ -184,3 +184,53 @@ def preset_from_dict(values: dict) -> Preset:
     values["seeds"] = tuple(values["seeds"])
     values["arms"] = tuple(values["arms"])
     return Preset(**values)
+
+
+# --- options as text: ``python -m Training run --set SECTION.FIELD=VALUE`` and the reports' regenerate line -------
+OPTION_SECTIONS = {"data": DataOptions, "synthesis": SynthesisOptions, "segmentation": SegmentationOptions}
+NOT_RECIPE = {("data", "data_root")}  # where the data lives, not how the study trains
+
+
+def parse_option(text: str) -> tuple:
+    """``SECTION.FIELD=VALUE`` -> ``(section, field, value)``, the value in the option's own type (ValueError)."""
+    key, equals, value = text.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not equals or not dot or section not in OPTION_SECTIONS:
+        raise ValueError(f"{text!r} is not SECTION.FIELD=VALUE with SECTION one of {', '.join(OPTION_SECTIONS)}")
+    known = {f.name: f for f in fields(OPTION_SECTIONS[section])}
+    if name not in known:
+        raise ValueError(f"{section} has no option {name!r}: choose one of {', '.join(known)}")
+    default = known[name].default if known[name].default is not MISSING else known[name].default_factory()
+    try:
+        if isinstance(default, bool):
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return section, name, value.lower() in ("true", "1")
+        if isinstance(default, tuple):
+            return section, name, tuple(int(v) for v in value.split(","))
+        return section, name, type(default)(value)
+    except ValueError:
+        raise ValueError(f"{section}.{name} takes a {type(default).__name__} (like {default!r}), "
+                         f"not {value!r}") from None
+
+
+def option_text(section: str, name: str, value) -> str:
+    """The ``SECTION.FIELD=VALUE`` that ``parse_option`` reads back as ``value``."""
+    if isinstance(value, bool):
+        shown = str(value).lower()
+    elif isinstance(value, tuple):
+        shown = ",".join(str(v) for v in value)
+    else:
+        shown = str(value)
+    return f"{section}.{name}={shown}"
+
+
+def changed_options(recorded: Preset, named: Preset) -> list:
+    """``option_text`` of every recipe option in which ``recorded`` differs from ``named``."""
+    changed = []
+    for section in OPTION_SECTIONS:
+        for option in fields(OPTION_SECTIONS[section]):
+            value = getattr(getattr(recorded, section), option.name)
+            if (section, option.name) not in NOT_RECIPE and value != getattr(getattr(named, section), option.name):
+                changed.append(option_text(section, option.name, value))
+    return changed

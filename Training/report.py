@@ -241,25 +241,14 @@ def markdown(results: dict, config: dict, figures: list) -> str:
 
 def _changed_options(preset: dict) -> str:
     """The ``--arms`` and ``--set`` options that turn today's named preset into the recorded one."""
-    from .presets import get_preset, preset_from_dict, preset_names
+    from .presets import changed_options, get_preset, preset_from_dict, preset_names
 
     if preset["name"] not in preset_names():
         return ""
-    named = get_preset(preset["name"]).to_dict()
-    preset = preset_from_dict(preset).to_dict()  # options recorded before they existed take their defaults
-    text = ""
-    if tuple(preset["arms"]) != tuple(named["arms"]):
-        text += " --arms " + " ".join(preset["arms"])
-    for section in ("data", "synthesis", "segmentation"):
-        for name, value in preset[section].items():
-            default = named[section].get(name)
-            if isinstance(default, tuple):
-                value = tuple(value)
-            if name != "data_root" and value != default:
-                shown = ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value).lower() \
-                    if isinstance(value, bool) else str(value)
-                text += f" --set {section}.{name}={shown}"
-    return text
+    named = get_preset(preset["name"])
+    recorded = preset_from_dict(preset)  # options recorded before they existed take their defaults
+    text = " --arms " + " ".join(recorded.arms) if recorded.arms != named.arms else ""
+    return text + "".join(f" --set {option}" for option in changed_options(recorded, named))
 
 
 def _gate_lines(preset: dict, results: dict) -> list:
@@ -362,11 +351,10 @@ def write_report(run_dir, out=None) -> Path:
     out = Path(out) if out else run_dir
     out.mkdir(parents=True, exist_ok=True)
     figures = []
-    has_stage1 = any(run["stage1"] for run in results["per_seed"].values())  # none with --arms real monai
-    for name, plot in (("stage1_curves.png", plot_stage1), ("stage2_curves.png", plot_stage2),
-                       ("per_patient_dice.png", plot_per_patient)):
-        if name == "stage1_curves.png" and not has_stage1:
-            continue
+    plots = [("stage2_curves.png", plot_stage2), ("per_patient_dice.png", plot_per_patient)]
+    if any(run["stage1"] for run in results["per_seed"].values()):  # none with --arms real monai
+        plots.insert(0, ("stage1_curves.png", plot_stage1))
+    for name, plot in plots:
         plot(results, out / name)
         figures.append(name)
     for seed in results["seeds"]:

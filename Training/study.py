@@ -301,8 +301,7 @@ class Study:
         first = self._last[str(self.preset.seeds[0])]
         folder = self.run_dir / "models"
         folder.mkdir(exist_ok=True)
-        seed = self.preset.seeds[0]
-        training = self.training_record(seed)
+        training = self.training_record(self.preset.seeds[0])
         prefix = "" if self.preset.name == "cpu" else f"{self.preset.name}-"
         if self.synthesis_models():
             self.export_generators(first, folder, prefix, training)
@@ -313,7 +312,7 @@ class Study:
         import torch
         from SlicerEssNet.weights import save_model
 
-        seed = self.preset.seeds[0]
+        seed = training["seed"]
         tag = self.synthesis_models()[0][0]  # EssNet; the ablation's generators when run with --no-seg
         sides = first["generators"][tag]
         stage1 = first["stage1"][tag]
@@ -334,7 +333,7 @@ class Study:
         import torch
         from SlicerEssNet.weights import save_model
 
-        seed = self.preset.seeds[0]
+        seed = training["seed"]
         # The shipped U-Net: the first seed's network of the full-data classic arm with the best mean validation
         # score over seeds (model selection, as for checkpoints). Its card states that network's own scores.
         candidates = [a for a in ("real", "real+essnet", "real+cyclegan") if a in first["networks"]]
