@@ -9,8 +9,12 @@ import torch.nn.functional as F
 
 
 def random_affine(images: torch.Tensor, labels, generator: torch.Generator, rotate_deg: float, scale: float,
-                  translate_px: float):
-    """Rotate/scale/shift each image (bilinear) and its label (nearest); outside the slice is background (-1/0)."""
+                  translate_px: float, elastic_px: float = 0.0):
+    """Rotate/scale/shift each image (bilinear) and its label (nearest); outside the slice is background (-1/0).
+
+    ``elastic_px`` > 0 adds a smooth random deformation: displacements of up to that many pixels on a coarse
+    grid, interpolated bicubically (the U-Net paper's augmentation for few annotated images).
+    """
     n, _, height, width = images.shape
     u = torch.rand(n, 4, generator=generator) * 2 - 1
     angle = u[:, 0] * math.radians(rotate_deg)
@@ -20,12 +24,23 @@ def random_affine(images: torch.Tensor, labels, generator: torch.Generator, rota
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    if elastic_px > 0:  # drawn only when asked for: runs without it keep their random stream
+        grid = grid + elastic_displacement(n, height, width, elastic_px, generator)
     # grid_sample pads with 0; shifting by +1 makes the padding land on -1, the normalised background.
     moved = F.grid_sample(images + 1.0, grid, mode="bilinear", align_corners=False) - 1.0
     if labels is None:
         return moved, None
     moved_labels = F.grid_sample(labels[:, None].float(), grid, mode="nearest", align_corners=False)
     return moved, moved_labels[:, 0].to(labels.dtype)
+
+
+def elastic_displacement(n: int, height: int, width: int, amplitude_px: float, generator: torch.Generator,
+                         control_points: int = 5) -> torch.Tensor:
+    """A smooth displacement field (N, H, W, 2) in ``grid_sample``'s normalised (x, y) units."""
+    coarse = (torch.rand(n, 2, control_points, control_points, generator=generator) * 2 - 1) * amplitude_px
+    coarse = coarse * torch.tensor([2.0 / width, 2.0 / height]).view(1, 2, 1, 1)
+    field = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=True)
+    return field.permute(0, 2, 3, 1)
 
 
 def intensity_jitter(images: torch.Tensor, generator: torch.Generator, scale: float, gamma: float) -> torch.Tensor:

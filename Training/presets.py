@@ -42,6 +42,7 @@ class DataOptions:
     intensity_gamma: float = 0.4  # log-gamma range: organ contrast varies between patients (CHAOS 15)
     organ_contrast: float = 0.0  # stage 2 only: log-range of the liver's own brightness jitter (0 = off)
     organ_gamma: float = 0.0  # stage 2 only: log-range of a power on the liver's values (dark parenchyma, bright vessels)
+    elastic_px: float = 0.0  # stage 2 only: largest smooth elastic displacement, in model-grid pixels (0 = off)
 
 
 @dataclass
@@ -90,6 +91,7 @@ class SegmentationOptions:
     weight_decay: float = 1e-5
     dice_weight: float = 1.0
     eval_every: int = 250  # validation patients scored; the best checkpoint is kept
+    ema_decay: float = 0.0  # > 0: validate and keep an exponential moving average of the weights (weight_average.py)
     synthetic_fraction: float = 0.5  # share of each batch drawn from synthetic MR in the mixed arms
     autocast_bf16: bool = True  # 1.6x faster U-Net steps on CPUs with native bf16, same losses (training.py bench)
     checkpoint_every: int = 100  # <= one epoch of the real MR training slices

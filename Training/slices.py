@@ -76,15 +76,17 @@ class SliceSet:
     def slice_patients(self) -> list:
         return [self.patients[v] for v, _ in self.index]
 
-    def batch(self, indices, crop: int, generator=None, augment=None):
-        """``(images (N,1,crop,crop) float32, labels (N,crop,crop) int64)``; random crop + jitter if ``generator``."""
+    def batch(self, indices, crop: int, generator=None, augment=None, elastic: bool = False):
+        """``(images (N,1,crop,crop) float32, labels (N,crop,crop) int64)``; random crop + jitter if ``generator``;
+        ``elastic``: also the smooth deformation of ``augment.elastic_px`` (stage 2)."""
         images, labels = [], []
         for i in indices:
             volume, k = self.index[i]
             x = self.images[volume][k][None, None].float()
             y = self.labels[volume][k][None]
             if generator is not None and augment is not None:
-                x, y = random_affine(x, y, generator, augment.rotate_deg, augment.scale, augment.translate_px)
+                x, y = random_affine(x, y, generator, augment.rotate_deg, augment.scale, augment.translate_px,
+                                     augment.elastic_px if elastic else 0.0)
             x, y = crop_or_pad(x, y, crop, generator)
             images.append(x)
             labels.append(y)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from Training.augment import crop_or_pad, organ_contrast_jitter, random_affine
+from Training.augment import crop_or_pad, elastic_displacement, organ_contrast_jitter, random_affine
 from Training.cohorts import Case, low_data_subset, make_split, real_cases, split_patients
 from Training.sampling import batch_indices
 from Training.slices import build_slice_set, mr_intensity_spec, to_model_grid
@@ -103,6 +103,28 @@ def test_augmentation_never_mirrors_and_identity_is_exact():
     cropped, cropped_label = crop_or_pad(image, label, 48)
     assert cropped.shape[-2:] == (48, 48) and cropped[..., 0, 0].item() == -1.0
     assert cropped_label.sum() == label.sum()
+
+
+def test_elastic_deformation_is_smooth_bounded_and_moves_image_and_label_together():
+    generator = torch.Generator().manual_seed(3)
+    field = elastic_displacement(4, 64, 48, 3.0, generator)
+    assert field.shape == (4, 64, 48, 2)
+    pixels = field * torch.tensor([48 / 2.0, 64 / 2.0])  # back to pixels (x, y)
+    assert pixels.abs().max() <= 3.0 * 1.3  # bicubic overshoots its control points a little
+    assert pixels.abs().max() > 0.5
+    assert (pixels[:, 1:] - pixels[:, :-1]).abs().max() < 1.0  # smooth and fold-free: neighbours move alike
+
+    image = torch.full((1, 1, 64, 48), -1.0)
+    image[..., 16:48, 6:22] = 1.0
+    label = (image[:, 0] > 0).long()
+    plain = random_affine(image, label, torch.Generator().manual_seed(1), 0.0, 0.0, 0.0)
+    bent = random_affine(image, label, torch.Generator().manual_seed(1), 0.0, 0.0, 0.0, elastic_px=3.0)
+    torch.testing.assert_close(plain[0], image)
+    assert not torch.equal(bent[1], label)  # it did deform
+    inside = bent[1] == 1
+    assert (bent[0][:, 0][inside] > 0).float().mean() > 0.97  # the label follows the image
+    assert (bent[0][:, 0][~inside] < 0).float().mean() > 0.97
+    assert abs(int(bent[1].sum()) - int(label.sum())) < 0.15 * int(label.sum())
 
 
 def test_organ_contrast_changes_the_organ_alone_within_its_range():
