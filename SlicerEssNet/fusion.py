@@ -7,6 +7,9 @@ Autocast runs instance norm and reflection padding in fp32 on the CPU, casting a
 instance norm copies channels_last tensors to NCHW and back; ``networks.low_precision_layers`` computes the same
 values in the convolutions' own dtype. On 2 cores that took the ResNet-9 generator from 60-64 % to 77-79 %
 of the bf16 convolution peak (Testing/benchmarks/inference.py).
+
+Each convolution and the ReLU after it then run as one oneDNN call (``ConvReLU``): the U-Net's ReLUs were a
+separate pass over every activation.
 """
 from __future__ import annotations
 
@@ -15,7 +18,28 @@ import copy
 
 def prepare_for_inference(network):
     """A copy of ``network`` in eval mode with every rewrite below applied; the caller's network is untouched."""
-    return keep_low_precision(fold_batch_norm(network))
+    return keep_low_precision(fuse_convolution_relu(fold_batch_norm(network)))
+
+
+def fuse_convolution_relu(network):
+    """In place: every Conv2d whose next layer in its Sequential, past a folded norm's Identity, is a ReLU becomes
+    one ``ConvReLU``, and that ReLU an Identity. Run after ``fold_batch_norm``."""
+    from torch import nn
+
+    from .networks.low_precision_layers import ConvReLU, fusable_convolution
+
+    for module in network.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        names = list(module._modules)
+        for index, name in enumerate(names):
+            if not fusable_convolution(module._modules[name]):
+                continue
+            after = [n for n in names[index + 1:] if not isinstance(module._modules[n], nn.Identity)]
+            if after and isinstance(module._modules[after[0]], nn.ReLU):
+                module._modules[name] = ConvReLU(module._modules[name])
+                module._modules[after[0]] = nn.Identity()
+    return network
 
 
 def keep_low_precision(network):

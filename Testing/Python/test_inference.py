@@ -207,6 +207,40 @@ def test_batch_norm_folding_keeps_the_result_and_the_callers_network():
         torch.testing.assert_close(folded(x), network(x), rtol=1e-4, atol=1e-4)
 
 
+def test_convolution_relu_fusion_keeps_the_unets_result(monkeypatch):
+    """Every conv + ReLU of the U-Net becomes one call; fp32 gives the unfused result, bf16 autocast the unfused
+    bf16 result, and without the oneDNN op (other builds, other devices) the same module falls back exactly."""
+    from SlicerEssNet.fusion import fold_batch_norm, prepare_for_inference
+    from SlicerEssNet.networks import build_network
+    from SlicerEssNet.networks import low_precision_layers
+    from SlicerEssNet.networks.low_precision_layers import ConvReLU
+
+    torch.manual_seed(0)
+    network = build_network({"name": "unet", "in_channels": 1, "num_classes": 2, "base": 4})
+    with torch.no_grad():
+        for module in network.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    network.eval()
+    unfused = fold_batch_norm(network).to(memory_format=torch.channels_last)
+    fused = prepare_for_inference(network).to(memory_format=torch.channels_last)
+    assert sum(isinstance(m, ConvReLU) for m in fused.modules()) == 18  # 9 double convs
+    assert not any(isinstance(m, torch.nn.ReLU) for m in fused.modules())
+    if torch.backends.mkldnn.is_available():  # CPU builds with oneDNN: the fused path is the one tested
+        assert low_precision_layers.pointwise_convolution() is not None
+    x = (torch.randn(3, 1, 32, 32)).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        reference = unfused(x)
+        torch.testing.assert_close(fused(x), reference, rtol=1e-5, atol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low, low_fused = unfused(x).float(), fused(x).float()
+        torch.testing.assert_close(low_fused, low, rtol=2e-2, atol=2e-2)
+        assert (low_fused - reference).abs().max() < 0.1
+        monkeypatch.setitem(low_precision_layers._POINTWISE, "op", None)
+        torch.testing.assert_close(fused(x), reference, rtol=0, atol=0)
+
+
 def test_low_precision_rewrite_keeps_the_generators_result():
     """Group norm with one group per channel is instance norm, and padding only copies: same output in fp32, no
     worse under bf16, and the padded activations stay bf16 (autocast would have made them fp32)."""

@@ -151,6 +151,47 @@ def model_throughput(peaks, quick):
                  "% of peak", "engine/loop"), rows)
 
 
+# --- 1a. the conv + ReLU fusion, on and off ----------------------------------------------------------------------
+def fusion_gain(quick):
+    """The U-Nets with their ReLUs fused into the convolutions (the engine) and apart, alternating, best of each."""
+    from SlicerEssNet.errors import ModelNotFoundError
+    from SlicerEssNet.inference import SliceEngine
+    from SlicerEssNet.networks import build_network, low_precision_layers
+    from SlicerEssNet.pipeline import resolve_model
+
+    fused_op = low_precision_layers.pointwise_convolution()
+    if fused_op is None:
+        print("\n## conv + ReLU fusion: skipped (this torch has no oneDNN pointwise convolution)")
+        return
+    networks = {"U-Net (base 64), 4 x 256x256": (build_network(
+        {"name": "unet", "in_channels": 1, "num_classes": 2, "base": 64}).eval(), 128 if quick else 256)}
+    try:
+        networks["shipped liver U-Net, 16 x 128x128"] = (resolve_model(None, "segment").network, 128)
+    except ModelNotFoundError:
+        pass
+    rows = []
+    for title, (network, size) in networks.items():
+        batch = 16 if size == 128 else 4
+        x = (torch.rand(batch, 1, size, size) * 2 - 1).contiguous(memory_format=torch.channels_last)
+        best = {}
+        for _ in range(3):  # alternate, so a passing disturbance hits both
+            for label, op in (("apart", None), ("fused", fused_op)):
+                low_precision_layers._POINTWISE["op"] = op
+                engine = SliceEngine(network, device="cpu")
+
+                def forward():
+                    with torch.inference_mode(), engine._autocast_context():
+                        engine.network(x)
+
+                best[label] = min(best.get(label, float("inf")), timed(forward, repeats=5))
+        low_precision_layers._POINTWISE["op"] = fused_op
+        rows.append((title, f"{batch / best['apart']:.1f}", f"{batch / best['fused']:.1f}",
+                     f"{best['apart'] / best['fused']:.2f}x"))
+        RESULTS.setdefault("fusion", {})[title] = {"apart_s": best["apart"], "fused_s": best["fused"]}
+    print_table("conv + ReLU fusion (slices/s, engine's precision)", ("network", "ReLU apart", "fused", "speed-up"),
+                rows)
+
+
 # --- 1b. accuracy of the fast path against fp32 -------------------------------------------------------------------
 def accuracy(quick):
     from SlicerEssNet import metrics
@@ -392,6 +433,7 @@ def main():
           f"{default_thread_count()}), CPU capability {torch.backends.cpu.get_cpu_capability()}")
     peaks = conv_peak(args.quick)
     model_throughput(peaks, args.quick)
+    fusion_gain(args.quick)
     accuracy(args.quick)
     volume_breakdown(args.quick)
     memory_growth(args.memory_model)
