@@ -33,12 +33,10 @@ def fuse_convolution_relu(network):
             continue
         names = list(module._modules)
         for index, name in enumerate(names):
-            if not fusable_convolution(module._modules[name]):
-                continue
-            after = [n for n in names[index + 1:] if not isinstance(module._modules[n], nn.Identity)]
-            if after and isinstance(module._modules[after[0]], nn.ReLU):
+            following = next((n for n in names[index + 1:] if not isinstance(module._modules[n], nn.Identity)), None)
+            if fusable_convolution(module._modules[name]) and isinstance(module._modules.get(following), nn.ReLU):
                 module._modules[name] = ConvReLU(module._modules[name])
-                module._modules[after[0]] = nn.Identity()
+                module._modules[following] = nn.Identity()
     return network
 
 

@@ -77,8 +77,7 @@ class ConvReLU(nn.Module):
             self._cast[dtype] = (self.conv.weight.detach().to(dtype), bias)
         weight, bias = self._cast[dtype]
         conv = self.conv
-        return op(x.to(dtype), weight, bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
-                  "relu", [], "")
+        return op(x.to(dtype), weight, bias, conv.padding, conv.stride, conv.dilation, conv.groups, "relu", [], "")
 
     def _apply(self, fn, *args, **kwargs):  # .to(), .half(), ...: the cached casts would be stale
         self._cast = {}
@@ -108,10 +107,14 @@ def pointwise_convolution():
     return _POINTWISE["op"]
 
 
-def _cpu_autocast_dtype():
-    """The dtype CPU autocast would give a convolution, None outside autocast."""
+def _autocast_query():
+    """``() -> dtype or None``: the dtype CPU autocast gives a convolution, None outside autocast. Chosen once
+    here, not per call: it runs before every fused convolution."""
     try:
-        enabled = torch.is_autocast_enabled("cpu")
-        return torch.get_autocast_dtype("cpu") if enabled else None
-    except TypeError:  # torch < 2.4
-        return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+        torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4: the CPU-only spellings
+        return lambda: torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+    return lambda: torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+
+
+_cpu_autocast_dtype = _autocast_query()
