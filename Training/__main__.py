@@ -2,7 +2,7 @@
 
 Multi-process: ``torchrun --nproc_per_node N -m Training run --preset paper`` (gloo on CPU, nccl on GPUs).
 ``python -m Training ship RUN_DIR`` copies a finished cpu run's fp16 models into ``SlicerEssNet/models`` and
-registers them as the default models.
+registers them as the default models. ``python -m Training label-quality`` surveys the MR labels along z.
 """
 from __future__ import annotations
 
@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=None, help="write the report here (default: the run folder)")
     ship = commands.add_parser("ship", help="copy a finished run's models into SlicerEssNet/models and register them")
     ship.add_argument("run_dir", type=Path)
+    quality = commands.add_parser("label-quality",
+                                  help="how faithful the MR labels are along z, and what that costs a perfect result")
+    quality.add_argument("--data-root", default=None, help="real data folder (default ../shared/data)")
     return parser
 
 
@@ -72,6 +75,11 @@ def main(argv=None) -> int:
             from .report import write_report
 
             print(write_report(arguments.run_dir, arguments.out))
+            return 0
+        if arguments.command == "label-quality":
+            from .label_quality import survey
+
+            print("\n".join(survey(arguments.data_root)))
             return 0
         from .ship import ship_models
 

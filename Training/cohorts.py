@@ -13,6 +13,8 @@ from typing import Optional
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_ROOT = REPO.parent / "shared" / "data"
+CHAOS_OTHER_ORGANS = (2, 3, 4)  # right kidney, left kidney, spleen (the phantoms use the same values)
+OTHER_ORGAN_NAMES = ("right kidney", "left kidney", "spleen")
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,9 @@ class Case:
     reader: str = "file"  # "file" (read_volume) or "chaos_ct" (read_chaos_ct)
     liver_value: int = 1
     source: str = ""
+    # Label values of the other organs the label file marks (CHAOS MR: right kidney 2, left kidney 3, spleen 4),
+    # in the order of the auxiliary organ head's classes 1, 2, ...; empty: the label marks the liver only.
+    other_organs: tuple = ()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,6 +53,22 @@ def load_case(case: Case):
     return image, image.with_array(liver)
 
 
+def load_other_organs(case: Case):
+    """The case's other labelled organs as one uint8 Volume (0 none, k = ``other_organs[k - 1]``), or None."""
+    import numpy as np
+
+    if not case.other_organs:
+        return None
+    from SlicerEssNet.volume_io import read_volume
+
+    label = read_volume(case.label)
+    values = np.asarray(label.array)
+    organs = np.zeros(values.shape, dtype=np.uint8)
+    for number, value in enumerate(case.other_organs, start=1):
+        organs[values == value] = number
+    return label.with_array(organs)
+
+
 def real_cases(data_root=None) -> dict:
     """``{"CT": [...], "MR": [...]}`` found under the shared data folder (empty lists when absent)."""
     root = Path(data_root) if data_root else DEFAULT_DATA_ROOT
@@ -62,7 +83,8 @@ def real_cases(data_root=None) -> dict:
     for image in sorted((root / "chaos_mr_t2").glob("mr_t2_??.nii.gz")):
         label = image.with_name(image.name.replace(".nii.gz", "_label.nii.gz"))
         if label.exists():
-            mr.append(Case(f"chaos_mr_{image.name[6:8]}", "MR", str(image), str(label), source="CHAOS MR T2-SPIR"))
+            mr.append(Case(f"chaos_mr_{image.name[6:8]}", "MR", str(image), str(label), source="CHAOS MR T2-SPIR",
+                           other_organs=CHAOS_OTHER_ORGANS))
     return {"CT": ct, "MR": mr}
 
 
@@ -73,7 +95,8 @@ def phantom_cases(folder, n_ct: int, n_mr: int, seed: int = 0) -> dict:
     return {
         "CT": [Case(f"phantom_ct_{i:02d}", "CT", str(a), str(b), source="phantom") for i, (a, b) in
                enumerate(written["CT"])],
-        "MR": [Case(f"phantom_mr_{i:02d}", "MR", str(a), str(b), source="phantom") for i, (a, b) in
+        "MR": [Case(f"phantom_mr_{i:02d}", "MR", str(a), str(b), source="phantom",
+                    other_organs=CHAOS_OTHER_ORGANS) for i, (a, b) in
                enumerate(written["MR"])],
     }
 

@@ -92,6 +92,9 @@ class SegmentationOptions:
     dice_weight: float = 1.0
     eval_every: int = 250  # validation patients scored; the best checkpoint is kept
     ema_decay: float = 0.0  # > 0: validate and keep a moving average of the weights (0.999: 0.901, not kept)
+    # > 0: a training-only head on the U-Net's last features also learns the other organs the MR labels mark
+    # (CHAOS: kidneys, spleen; Training/organ_head.py), its CE + Dice weighted so. The shipped U-Net is unchanged.
+    organ_weight: float = 0.0
     synthetic_fraction: float = 0.5  # share of each batch drawn from synthetic MR in the mixed arms
     autocast_bf16: bool = True  # 1.6x faster U-Net steps on CPUs with native bf16, same losses (training.py bench)
     checkpoint_every: int = 100  # <= one epoch of the real MR training slices

@@ -226,7 +226,10 @@ def markdown(results: dict, config: dict, figures: list) -> str:
               f"pool {preset['synthesis']['pool_size']}, Adam {preset['synthesis']['lr']} (0.5, 0.999), "
               f"{preset['synthesis']['iterations']} iterations (linear decay from {preset['synthesis']['decay_from']}), "
               f"batch {preset['synthesis']['batch_size']}, bf16 autocast {preset['synthesis']['autocast_bf16']}.",
-              f"- Stage 2: classic U-Net base {preset['segmentation']['base']} (CE + Dice), Adam "
+              f"- Stage 2: classic U-Net base {preset['segmentation']['base']} (CE + Dice"
+              + (f"; a training-only head on its last features also learns the kidneys and spleen of the MR labels,"
+                 f" weight {preset['segmentation']['organ_weight']:g}, dropped when shipped"
+                 if preset["segmentation"].get("organ_weight") else "") + "), Adam "
               f"{preset['segmentation']['lr']}, batch {preset['segmentation']['batch_size']} "
               f"({int(preset['segmentation']['synthetic_fraction'] * 100)} % synthetic in mixed arms), "
               f"{preset['segmentation']['iterations']} iterations, validation every "

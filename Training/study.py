@@ -94,7 +94,8 @@ class Study:
     def _cases_from(recorded: dict) -> dict:
         from .cohorts import Case
 
-        return {modality: [Case(**c) for c in cases] for modality, cases in recorded.items()}
+        return {modality: [Case(**{**c, "other_organs": tuple(c.get("other_organs", ()))}) for c in cases]
+                for modality, cases in recorded.items()}
 
     def _timed(self, key: str, function, *args, **kwargs):
         """Call and add the wall time to ``timings.json`` (accumulated over restarts)."""
@@ -119,8 +120,9 @@ class Study:
                 "multiple_of": preset.data.multiple_of}
         self.log("reading CT and MR training slices onto the model grid")
         self.ct_train = build_slice_set(self.cases_of("CT", "train"), grid)
-        self.mr_train = build_slice_set(self.cases_of("MR", "train"), grid)
-        self.mr_low = build_slice_set(self.cases_of("MR", "low"), grid)
+        organs = preset.segmentation.organ_weight > 0  # the other organs' labels, for the auxiliary organ head
+        self.mr_train = build_slice_set(self.cases_of("MR", "train"), grid, organs=organs)
+        self.mr_low = build_slice_set(self.cases_of("MR", "low"), grid, organs=organs)
         self.mr_val_cases = self.cases_of("MR", "val")
         self.ct_val_cases = self.cases_of("CT", "val")
         self.val_volumes = {case.patient: load_case(case) for case in self.mr_val_cases}

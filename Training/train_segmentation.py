@@ -11,6 +11,7 @@ from .augment import organ_contrast_jitter
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import unwrap
 from .loop import job_done, mark_done, run_loop
+from .organ_head import OrganLoss, WithOrganHead
 from .sampling import batch_indices, iteration_generator
 from .schedule import set_learning_rate
 from .segmentation_models import build_segmentation_model
@@ -26,9 +27,18 @@ def train_segmentation(job_dir, real_set, synthetic_set, preset, seed: int, cont
     job_dir = Path(job_dir)
     torch.manual_seed(seed)
     network, loss_function = build_segmentation_model(kind, options)
+    organ_loss = None
+    if options.organ_weight > 0 and kind == "classic":  # the MONAI peer keeps its own standard recipe
+        network, organ_loss = WithOrganHead(network, real_set.organ_classes()), OrganLoss(options.dice_weight)
     network = context.wrap(network.to(device))
     optimizer = adam(network.parameters(), options)
-    average = WeightAverage(unwrap(network), options.ema_decay) if options.ema_decay > 0 else None
+
+    def segmenter():
+        """The U-Net alone: what is validated, averaged, kept as best and shipped (never the organ head)."""
+        trained = unwrap(network)
+        return trained.segmenter if organ_loss is not None else trained
+
+    average = WeightAverage(segmenter(), options.ema_decay) if options.ema_decay > 0 else None
     best = {"score": -1.0, "iteration": 0}
     best_path = job_dir / "best.pt"
     n_synthetic = int(round(options.batch_size * options.synthetic_fraction)) if synthetic_set else 0
@@ -42,14 +52,16 @@ def train_segmentation(job_dir, real_set, synthetic_set, preset, seed: int, cont
     def step(iteration: int) -> dict:
         lr = set_learning_rate(optimizer, options.lr, iteration, options.decay_from, total)
         generator = iteration_generator(seed, iteration, context.rank, stream=1)
-        images, labels = real_set.batch(
+        organs = organ_loss is not None
+        images, labels, *other = real_set.batch(
             batch_indices(len(real_set), n_real, iteration, seed, context.rank, context.world_size),
-            options.crop, generator, preset.data, elastic=True)
+            options.crop, generator, preset.data, elastic=True, organs=organs)
         if n_synthetic:
-            extra_images, extra_labels = synthetic_set.batch(
+            extra_images, extra_labels, *extra_other = synthetic_set.batch(
                 batch_indices(len(synthetic_set), n_synthetic, iteration, seed + 13, context.rank,
-                              context.world_size), options.crop, generator, preset.data, elastic=True)
+                              context.world_size), options.crop, generator, preset.data, elastic=True, organs=organs)
             images, labels = torch.cat([images, extra_images]), torch.cat([labels, extra_labels])
+            other = [torch.cat(other + extra_other)] if organs else []
         if preset.data.organ_contrast > 0 or preset.data.organ_gamma > 0:
             images = organ_contrast_jitter(images, labels, generator, preset.data.organ_contrast,
                                            preset.data.organ_gamma)
@@ -57,15 +69,20 @@ def train_segmentation(job_dir, real_set, synthetic_set, preset, seed: int, cont
         optimizer.zero_grad(set_to_none=True)
         with autocast():
             logits = network(images.to(device))
-        loss = loss_function(logits, labels.to(device))
+        if organs:
+            logits, organ_logits = logits
+            loss = loss_function(logits, labels.to(device))
+            loss = loss + options.organ_weight * organ_loss(organ_logits, other[0].to(device))
+        else:
+            loss = loss_function(logits, labels.to(device))
         loss.backward()
         optimizer.step()
         if average is not None:
-            average.update(unwrap(network))
+            average.update(segmenter())
         return {"loss": float(loss.detach()), "lr": lr}
 
     def scored_network():
-        return average.network if average is not None else unwrap(network)
+        return average.network if average is not None else segmenter()
 
     def after_step(done: int, _record: dict):
         if validate is None or (done % options.eval_every and done != total):
