@@ -219,6 +219,13 @@ def check_model(path_or_card_path) -> Tuple[Path, ModelCard]:
 
 
 # --- saving and loading -----------------------------------------------------------------------------
+def weights_metadata(card: ModelCard) -> str:
+    """What a weights file says of itself: its model's name and version, as compact sorted JSON."""
+    import json
+
+    return json.dumps({"name": card.name, "version": card.version}, sort_keys=True, separators=(",", ":"))
+
+
 def save_model(network, card: ModelCard, path, dtype=None) -> Path:
     """Write ``<path>.safetensors`` and ``<path>.json`` atomically; fills ``card.sha256``; returns the weights path.
 
@@ -248,8 +255,9 @@ def save_model(network, card: ModelCard, path, dtype=None) -> Path:
     weights_path, card_path = model_paths(path)
     with atomic_path(card_path) as card_temporary:
         with atomic_path(weights_path) as weights_temporary:
-            save_file(tensors, str(weights_temporary),
-                      metadata={"format": "pt", "name": card.name, "version": card.version})
+            # One metadata entry: safetensors writes its metadata map in a random order, and with a single
+            # entry the same tensors always give the same bytes (and the card the same sha256).
+            save_file(tensors, str(weights_temporary), metadata={"model": weights_metadata(card)})
             digest = file_sha256(weights_temporary)
             card.replace(sha256=digest).save(card_temporary)
     card.sha256 = digest

@@ -79,7 +79,11 @@ def main(argv=None) -> int:
         if arguments.command == "label-quality":
             from .label_quality import survey
 
-            print("\n".join(survey(arguments.data_root)))
+            try:
+                print("\n".join(survey(arguments.data_root)))
+            except FileNotFoundError as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 1
             return 0
         from .ship import ship_models
 

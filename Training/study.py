@@ -294,7 +294,10 @@ class Study:
             if runs:
                 shape[tag] = {metric: mean_sd([r[metric] for r in runs]) for metric in SUMMARY_METRICS}
         self._last = per_seed
+        from .label_quality import label_survey
+
         return {"preset": self.preset.to_dict(), "split": self.split, "seeds": list(self.preset.seeds),
+                "label_quality": label_survey(self.cases["MR"], self.cases["CT"]),
                 "summary": summary, "shape_consistency": shape, "per_seed": clean, "timings": self.timings,
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
 

@@ -228,6 +228,13 @@ def test_save_then_load_restores_the_network_exactly(saved):
         assert torch.equal(load_model(path).network.state_dict()["outc.weight"], original["outc.weight"])
 
 
+def test_the_same_network_always_gives_the_same_file(tmp_path, trained_unet):
+    # safetensors orders a metadata map at random; the card's sha256 must not change with it
+    contents = {save_model(trained_unet, card_for(UNET), tmp_path / f"copy{i}", dtype=torch.float16).read_bytes()
+               for i in range(8)}
+    assert len(contents) == 1
+
+
 def test_fp16_keeps_statistics_and_loads_as_float32(tmp_path, trained_unet):
     full = save_model(trained_unet, card_for(UNET), tmp_path / "full")
     half = save_model(trained_unet, card_for(UNET), tmp_path / "half.safetensors", dtype=torch.float16)
@@ -237,7 +244,7 @@ def test_fp16_keeps_statistics_and_loads_as_float32(tmp_path, trained_unet):
         assert handle.get_tensor("inc.0.weight").dtype == torch.float16
         assert handle.get_tensor("inc.1.running_var").dtype == torch.float32
         assert handle.get_tensor("inc.1.num_batches_tracked").dtype == torch.int64
-        assert handle.metadata()["name"] == "liver-test"
+        assert json.loads(handle.metadata()["model"]) == {"name": "liver-test", "version": card_for(UNET).version}
     loaded = load_model(half)
     assert all(v.dtype in (torch.float32, torch.int64) for v in loaded.network.state_dict().values())
     assert torch.equal(loaded.network.state_dict()["inc.1.running_var"], trained_unet.state_dict()["inc.1.running_var"])
