@@ -251,3 +251,27 @@ def test_stage1_gate_retrains_a_failed_synthesis_model_from_another_seed(tmp_pat
     text = write_report(run_dir).read_text()
     assert "seed 0, essnet: 2 attempts" in text and "no attempt passed" in text
     assert "Retried by the gate: seed 0 essnet" in text  # no arm learns from the CycleGAN: not trained
+
+
+def test_the_paper_preset_builds_the_papers_networks_on_a_grid_they_fit():
+    """The GPU recipe nobody can run here is at least the paper's: full-width networks (the reference parameter
+    counts of the brief: ResNet-9 generator 11,365,633, PatchGAN 2,762,689, U-Net 31,036,481 plus one more
+    output channel of 64 weights + 1 bias for the two-class head) on 256 px slices of 1.25 mm."""
+    from SlicerEssNet.networks import build_network
+    from Training.cards import segmentation_card, synthesis_card
+    from Training.essnet import discriminator_architecture, generator_architecture
+    from Training.presets import get_preset
+    from Training.segmentation_models import unet_architecture
+
+    preset = get_preset("paper")
+
+    def count(architecture):
+        return sum(p.numel() for p in build_network(architecture).parameters())
+
+    assert count(generator_architecture(preset.synthesis)) == 11_365_633
+    assert count(discriminator_architecture(preset.synthesis)) == 2_762_689
+    assert count(unet_architecture(preset.segmentation)) == 31_036_481 + 65
+    assert preset.data.crop == 256 and preset.data.spacing_mm == 1.25 and preset.seeds == (0, 1, 2)
+    for card in (synthesis_card(preset, "g", "CT->MR", {}), segmentation_card(preset, "u", {})):
+        card.validate()
+        card.check_grid_fits_network()
