@@ -14,7 +14,6 @@ from typing import Optional
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_ROOT = REPO.parent / "shared" / "data"
 CHAOS_OTHER_ORGANS = (2, 3, 4)  # right kidney, left kidney, spleen (the phantoms use the same values)
-OTHER_ORGAN_NAMES = ("right kidney", "left kidney", "spleen")
 
 
 @dataclass(frozen=True)
@@ -36,8 +35,10 @@ class Case:
         return asdict(self)
 
 
-def load_case(case: Case):
-    """``(image, liver)`` Volumes on the same grid; ``liver`` is uint8 0/1."""
+def load_case(case: Case, other_organs: bool = False):
+    """``(image, liver)`` Volumes on the same grid; ``liver`` is uint8 0/1. ``other_organs``: a third Volume from
+    the same label read, the case's other organs (uint8, 0 none, k = ``case.other_organs[k - 1]``), or None when
+    its label marks the liver only."""
     import numpy as np
 
     if case.reader == "chaos_ct":
@@ -49,24 +50,16 @@ def load_case(case: Case):
 
         image = read_volume(case.image)
         label = read_volume(case.label)
-    liver = (np.asarray(label.array) == case.liver_value).astype(np.uint8)
-    return image, image.with_array(liver)
-
-
-def load_other_organs(case: Case):
-    """The case's other labelled organs as one uint8 Volume (0 none, k = ``other_organs[k - 1]``), or None."""
-    import numpy as np
-
-    if not case.other_organs:
-        return None
-    from SlicerEssNet.volume_io import read_volume
-
-    label = read_volume(case.label)
     values = np.asarray(label.array)
+    liver = image.with_array((values == case.liver_value).astype(np.uint8))
+    if not other_organs:
+        return image, liver
+    if not case.other_organs:
+        return image, liver, None
     organs = np.zeros(values.shape, dtype=np.uint8)
     for number, value in enumerate(case.other_organs, start=1):
         organs[values == value] = number
-    return label.with_array(organs)
+    return image, liver, image.with_array(organs)
 
 
 def real_cases(data_root=None) -> dict:

@@ -35,7 +35,7 @@ def grid_card(spacing_mm: float, multiple_of: int, size: int) -> dict:
 def to_model_grid(volume, label, spec: dict, grid: dict, other_organs=None):
     """``(images, labels)``: float32 ``(slices, H, W)`` in [-1, 1] and uint8 ``(slices, H, W)`` on the model grid.
 
-    ``other_organs`` (a uint8 Volume, 0 none, 1..K organs; see ``cohorts.load_other_organs``): a third result,
+    ``other_organs`` (a uint8 Volume, 0 none, 1..K organs; see ``cohorts.load_case``): a third result,
     uint8 ``(slices, H, W)``, each pixel the organ whose resampled probability is highest and above 0.5.
     """
     from SlicerEssNet.geometry import CanonicalFrame, GridSpec, SliceGrid
@@ -126,21 +126,16 @@ class SliceSet:
         return images, torch.cat(labels, 0).long()
 
 
-def build_slice_set(cases: list, grid: dict, loader=None, log=None, organs: bool = False) -> SliceSet:
-    """Read every case (``loader(case) -> (image, liver)``), bring it to the model grid, collect the slices;
-    ``organs``: also the other organs of cases whose labels mark them (``Case.other_organs``)."""
-    from .cohorts import load_case, load_other_organs
+def build_slice_set(cases: list, grid: dict, log=None, organs: bool = False) -> SliceSet:
+    """Read every case, bring it to the model grid, collect the slices; ``organs``: also the other organs of
+    cases whose labels mark them (``Case.other_organs``), from the same label read."""
+    from .cohorts import load_case
 
-    loader = loader or load_case
     result = SliceSet()
     for case in cases:
-        image, liver = loader(case)
-        other = load_other_organs(case) if organs else None
-        if other is not None:
-            images, labels, other = to_model_grid(image, liver, intensity_spec(case.modality), grid, other)
-        else:
-            images, labels = to_model_grid(image, liver, intensity_spec(case.modality), grid)
-        result.add(case.patient, images, labels, other)
+        image, liver, *other = load_case(case, other_organs=organs)  # other: [] or [organs Volume or None]
+        images, labels, *grid_organs = to_model_grid(image, liver, intensity_spec(case.modality), grid, *other)
+        result.add(case.patient, images, labels, *grid_organs)
         if log:
             log(f"  {case.patient}: {images.shape[0]} slices on a {tuple(images.shape[1:])} grid")
     return result

@@ -53,15 +53,15 @@ def train_segmentation(job_dir, real_set, synthetic_set, preset, seed: int, cont
         lr = set_learning_rate(optimizer, options.lr, iteration, options.decay_from, total)
         generator = iteration_generator(seed, iteration, context.rank, stream=1)
         organs = organ_loss is not None
-        images, labels, *other = real_set.batch(
+        parts = [real_set.batch(
             batch_indices(len(real_set), n_real, iteration, seed, context.rank, context.world_size),
-            options.crop, generator, preset.data, elastic=True, organs=organs)
+            options.crop, generator, preset.data, elastic=True, organs=organs)]
         if n_synthetic:
-            extra_images, extra_labels, *extra_other = synthetic_set.batch(
+            parts.append(synthetic_set.batch(
                 batch_indices(len(synthetic_set), n_synthetic, iteration, seed + 13, context.rank,
-                              context.world_size), options.crop, generator, preset.data, elastic=True, organs=organs)
-            images, labels = torch.cat([images, extra_images]), torch.cat([labels, extra_labels])
-            other = [torch.cat(other + extra_other)] if organs else []
+                              context.world_size), options.crop, generator, preset.data, elastic=True, organs=organs))
+        # (images, labels[, organ labels]) of the real slices, then the synthetic ones
+        images, labels, *organ_labels = (torch.cat(column) for column in zip(*parts))
         if preset.data.organ_contrast > 0 or preset.data.organ_gamma > 0:
             images = organ_contrast_jitter(images, labels, generator, preset.data.organ_contrast,
                                            preset.data.organ_gamma)
@@ -71,10 +71,9 @@ def train_segmentation(job_dir, real_set, synthetic_set, preset, seed: int, cont
             logits = network(images.to(device))
         if organs:
             logits, organ_logits = logits
-            loss = loss_function(logits, labels.to(device))
-            loss = loss + options.organ_weight * organ_loss(organ_logits, other[0].to(device))
-        else:
-            loss = loss_function(logits, labels.to(device))
+        loss = loss_function(logits, labels.to(device))
+        if organs:
+            loss = loss + options.organ_weight * organ_loss(organ_logits, organ_labels[0].to(device))
         loss.backward()
         optimizer.step()
         if average is not None:

@@ -11,7 +11,7 @@ import torch
 
 from SlicerEssNet.networks import build_network
 from SlicerEssNet.networks.unet import UNet
-from Training.cohorts import load_case, load_other_organs, phantom_cases
+from Training.cohorts import load_case, phantom_cases
 from Training.distributed import DistributedContext
 from Training.organ_head import OrganLoss, WithOrganHead
 from Training.presets import get_preset
@@ -28,8 +28,7 @@ def phantoms(tmp_path_factory):
 
 def test_other_organs_keep_their_physical_area_on_the_model_grid(phantoms):
     case = phantoms["MR"][0]
-    image, liver = load_case(case)
-    organs = load_other_organs(case)
+    image, liver, organs = load_case(case, other_organs=True)
     _, labels, grid_organs = to_model_grid(image, liver, intensity_spec("MR"), GRID, organs)
     native_mm2 = float(np.prod(image.spacing[:2]))
     for number in (1, 2, 3):  # right kidney, left kidney, spleen: area summed over slices, in mm^2
