@@ -60,6 +60,7 @@ class LiverSegmentationParameterNode:
     model / synthesisModel - model names; "" means the registry's default model for the task.
     device - auto (CUDA, then Apple MPS, then CPU), cpu, cuda or mps.
     allowModalityMismatch - go on (with a warning) when the input does not look like the model's modality.
+    testTimeAugmentation - average five slightly zoomed/rotated views of each slice (about +0.004 Dice, 5x time).
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -70,6 +71,7 @@ class LiverSegmentationParameterNode:
     synthesisModel: str = ""
     device: Annotated[str, Choice(list(DEVICE_CHOICES))] = "auto"
     allowModalityMismatch: bool = False
+    testTimeAugmentation: bool = False
 
 
 #
@@ -149,7 +151,8 @@ class LiverSegmentationWidget(EssNetWidgetMixin, ScriptedLoadableModuleWidget, V
             run = self.logic.startSegmentation(
                 inputVolume, model=parameters.model or None, device=parameters.device,
                 synthesizeFirst=parameters.inputIsCT, synthesisModel=parameters.synthesisModel or None,
-                allowModalityMismatch=parameters.allowModalityMismatch)
+                allowModalityMismatch=parameters.allowModalityMismatch,
+                testTimeAugmentation=parameters.testTimeAugmentation)
             self.runController.start(
                 run, lambda run: self.onRunFinished(run, inputVolume, outputSegmentation, keepSynthetic))
 
@@ -198,12 +201,12 @@ class LiverSegmentationLogic(EssNetLogicMixin, ScriptedLoadableModuleLogic):
 
     def startSegmentation(self, inputVolume, model: Optional[str] = None, device: str = "auto",
                           synthesizeFirst: bool = False, synthesisModel: Optional[str] = None,
-                          allowModalityMismatch: bool = False):
+                          allowModalityMismatch: bool = False, testTimeAugmentation: bool = False):
         """Start segmenting ``inputVolume`` (translating a CT to synthetic MR first when ``synthesizeFirst``)."""
         from EssNetSlicerLib.runs import RunStep
 
         steps = [RunStep("synthesize", "synthetic", synthesisModel)] if synthesizeFirst else []
-        steps.append(RunStep("segment", "liver", model))
+        steps.append(RunStep("segment", "liver", model, testTimeAugmentation=testTimeAugmentation))
         return self._startRun(inputVolume, steps, device, allowModalityMismatch)
 
     def applyResults(self, run, inputVolume, outputSegmentation=None, keepSyntheticMR: bool = False,
@@ -242,8 +245,8 @@ class LiverSegmentationLogic(EssNetLogicMixin, ScriptedLoadableModuleLogic):
 
     def process(self, inputVolume, outputSegmentation=None, model: Optional[str] = None, device: str = "auto",
                 synthesizeFirst: bool = False, synthesisModel: Optional[str] = None, keepSyntheticMR: bool = False,
-                allowModalityMismatch: bool = False, progressCallback=None, showResult: bool = True,
-                timeout: Optional[float] = None) -> SegmentationResult:
+                allowModalityMismatch: bool = False, testTimeAugmentation: bool = False, progressCallback=None,
+                showResult: bool = True, timeout: Optional[float] = None) -> SegmentationResult:
         """Segment the liver in ``inputVolume`` and wait for it. Can be used without the GUI.
 
         :param inputVolume: MR scalar volume node (a CT with ``synthesizeFirst=True``)
@@ -251,12 +254,15 @@ class LiverSegmentationLogic(EssNetLogicMixin, ScriptedLoadableModuleLogic):
         :param model: segmentation model name or .safetensors path; None is the registry's default
         :param synthesizeFirst: translate a CT to synthetic MR first (``synthesisModel``); ``keepSyntheticMR``
             also adds that image to the scene
+        :param testTimeAugmentation: average five slightly zoomed/rotated views of each slice (about +0.004
+            Dice on the shipped model's validation patients, five times the compute)
         :param progressCallback: called with an ``EssNetSlicerLib.runs.RunStatus`` (``.fraction``, ``.text``)
         :param timeout: seconds; the run is cancelled when it takes longer
         :return: ``SegmentationResult(segmentationNode, liverVolumeMl, syntheticVolumeNode)``
         """
         run = self.startSegmentation(inputVolume, model=model, device=device, synthesizeFirst=synthesizeFirst,
-                                     synthesisModel=synthesisModel, allowModalityMismatch=allowModalityMismatch)
+                                     synthesisModel=synthesisModel, allowModalityMismatch=allowModalityMismatch,
+                                     testTimeAugmentation=testTimeAugmentation)
         self._waitFor(run, timeout, progressCallback)
         return self.applyResults(run, inputVolume, outputSegmentation, keepSyntheticMR=keepSyntheticMR,
                                  showResult=showResult)

@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "segment":
             command.add_argument("--all-components", action="store_true",
                                  help="keep every connected liver component (default: the largest only)")
+            command.add_argument("--tta", action="store_true",
+                                 help="test-time augmentation: average 5 zoomed/rotated views of each slice "
+                                      "(about +0.004 Dice, 5x the time)")
         command.add_argument("--preview", action="store_true",
                              help="also write <output>_preview.png: input and result side by side on a few slices")
         command.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -157,7 +160,8 @@ def _run_task(args) -> int:
         label = f"[{index}/{len(pairs)}] {source.name}" if len(pairs) > 1 else source.name
         options = dict(device=args.device, precision=args.precision, batch_size=args.batch_size,
                        allow_modality_mismatch=args.allow_modality_mismatch,
-                       largest_component=not getattr(args, "all_components", False))
+                       largest_component=not getattr(args, "all_components", False),
+                       test_time_augmentation=getattr(args, "tta", False))
         if not args.quiet:
             options["progress"] = TextProgressBar(label)
         if args.preview:

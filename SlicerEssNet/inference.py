@@ -42,6 +42,7 @@ class SliceTask:
     out_scale: float = 1.0
     out_offset: float = 0.0
     pad_value: float = -1.0  # the model-space value of 'nothing here' (background after normalisation)
+    test_time_augmentation: bool = False  # "labels" only: average the probabilities of a few zoomed/rotated views
 
 
 class SliceEngine:
@@ -150,23 +151,39 @@ class SliceEngine:
         with torch.inference_mode():
             x = (x * task.in_scale + task.in_offset).clamp_(-1.0, 1.0)
             x = task.grid.to_model(x, pad_value=task.pad_value)
-            if self.device.type != "mps":
-                x = x.contiguous(memory_format=torch.channels_last)
-            with self._autocast_context():
-                y = self.network(x)
-            y = y.float()
             if task.output == "labels":
-                if y.shape[1] == 1:
-                    foreground = task.grid.from_model(torch.sigmoid(y))
-                    return (foreground[:, 0] > 0.5).to(torch.uint8)
-                probabilities = torch.softmax(y, dim=1)
-                if y.shape[1] == 2:
-                    # Probability-then-argmax with half the resampling: p0 = 1 - p1 and resampling is linear, so
-                    # resampled p1 > resampled p0 exactly where resampled p1 > 0.5.
-                    foreground = task.grid.from_model(probabilities[:, 1:2])
-                    return (foreground[:, 0] > 0.5).to(torch.uint8)
-                return task.grid.from_model(probabilities).contiguous().argmax(dim=1).to(torch.uint8)
+                return self._labels(x, task)
+            y = self._network(x)
             return task.grid.from_model(y)[:, 0] * task.out_scale + task.out_offset
+
+    def _network(self, x):
+        """The network's output in fp32 (autocast inside, as the engine's precision says)."""
+        if self.device.type != "mps":
+            x = x.contiguous(memory_format=self.torch.channels_last)
+        with self._autocast_context():
+            y = self.network(x)
+        return y.float()
+
+    def _labels(self, x, task: SliceTask):
+        """Class probabilities (averaged over views with test-time augmentation), mapped back, then the argmax."""
+        torch = self.torch
+
+        def probabilities_of(view):
+            y = self._network(view)
+            return torch.sigmoid(y) if y.shape[1] == 1 else torch.softmax(y, dim=1)
+
+        if task.test_time_augmentation:
+            from .test_time_augmentation import averaged_probabilities
+
+            probabilities = averaged_probabilities(probabilities_of, x, task.pad_value)
+        else:
+            probabilities = probabilities_of(x)
+        if probabilities.shape[1] <= 2:
+            # One foreground probability (sigmoid, or p1 of two classes) resampled alone: p0 = 1 - p1 and
+            # resampling is linear, so resampled p1 > resampled p0 exactly where resampled p1 > 0.5.
+            foreground = task.grid.from_model(probabilities[:, -1:])
+            return (foreground[:, 0] > 0.5).to(torch.uint8)
+        return task.grid.from_model(probabilities).contiguous().argmax(dim=1).to(torch.uint8)
 
     @staticmethod
     def _download(result) -> np.ndarray:

@@ -42,6 +42,7 @@ class JobRequest:
     batch_size: Optional[int] = None
     allow_modality_mismatch: bool = False
     largest_component: bool = True
+    test_time_augmentation: bool = False  # segmentation only: 5 views per slice, 5x the compute
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -55,6 +56,7 @@ class JobRequest:
         return {
             "device": self.device, "precision": self.precision, "batch_size": self.batch_size,
             "allow_modality_mismatch": self.allow_modality_mismatch, "largest_component": self.largest_component,
+            "test_time_augmentation": self.test_time_augmentation,
         }
 
 

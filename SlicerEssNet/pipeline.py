@@ -64,8 +64,12 @@ def resolve_model(model, task: str):
 def run_model(volume: Volume, loaded, *, device: str = "auto", precision: str = "auto",
               batch_size: Optional[int] = None, progress: Optional[ProgressCallback] = None,
               cancel: Optional[CancelToken] = None, allow_modality_mismatch: bool = False,
-              report: Optional[RunReport] = None) -> Volume:
-    """Run a loaded model over every slice of ``volume``; the result lies on exactly the input's grid."""
+              test_time_augmentation: bool = False, report: Optional[RunReport] = None) -> Volume:
+    """Run a loaded model over every slice of ``volume``; the result lies on exactly the input's grid.
+
+    ``test_time_augmentation``: segmentation only, average five zoomed/rotated views of each slice
+    (``test_time_augmentation.py``): about +0.004 Dice for five times the compute.
+    """
     import time
 
     from .geometry import CanonicalFrame, SliceGrid
@@ -75,6 +79,9 @@ def run_model(volume: Volume, loaded, *, device: str = "auto", precision: str = 
 
     started = time.perf_counter()
     card = loaded.card
+    if test_time_augmentation and card.task != "segmentation":
+        raise ValueError(f"test-time augmentation averages class probabilities: model '{card.name}' is a "
+                         f"{card.task} model; turn it off or choose a segmentation model")
     check_volume(volume)
     reason = modality_mismatch(volume, card.input_modality)
     if reason:
@@ -93,7 +100,7 @@ def run_model(volume: Volume, loaded, *, device: str = "auto", precision: str = 
     preprocessing = card.preprocessing
     scale, offset = intensity_transform(preprocessing, volume_statistics(volume.array, preprocessing))
     if card.task == "segmentation":
-        task = SliceTask(grid, scale, offset, output="labels")
+        task = SliceTask(grid, scale, offset, output="labels", test_time_augmentation=test_time_augmentation)
         output = np.zeros(volume.array.shape, dtype=np.uint8)
     else:
         out_scale, out_offset = _output_map(card.postprocessing)
@@ -111,6 +118,8 @@ def run_model(volume: Volume, loaded, *, device: str = "auto", precision: str = 
         report.device = str(engine.device)
         report.precision = str(engine.autocast).replace("torch.", "") if engine.autocast is not None else "fp32"
         report.slices = source.shape[0]
+        if test_time_augmentation:
+            report.notes.append("test-time augmentation: probabilities averaged over 5 views of each slice")
         report.model_grid = tuple(grid.model_shape)
         report.seconds = time.perf_counter() - started
         if engine.device_note:
@@ -193,5 +202,6 @@ def process_file(task: str, input_path, output_path, model=None, *, preview_path
 
 
 def _engine_options(options: dict) -> dict:
-    allowed = ("device", "precision", "batch_size", "progress", "cancel", "allow_modality_mismatch")
+    allowed = ("device", "precision", "batch_size", "progress", "cancel", "allow_modality_mismatch",
+               "test_time_augmentation")
     return {key: value for key, value in options.items() if key in allowed}

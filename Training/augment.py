@@ -52,6 +52,21 @@ def intensity_jitter(images: torch.Tensor, generator: torch.Generator, scale: fl
     return (unit * 2.0 - 1.0).clamp(-1.0, 1.0)
 
 
+def bias_field_jitter(images: torch.Tensor, generator: torch.Generator, strength: float,
+                      control_points: int = 4) -> torch.Tensor:
+    """A smooth multiplicative field ``exp(U(-strength, strength))`` on a coarse grid, bicubically spread over
+    the slice, on [0, 1]-mapped intensities (the -1 background stays -1).
+
+    MR receive coils leave a slow brightness falloff across the field of view that varies by patient and by
+    slice: the liver dome at the top of a T2 stack can be half as bright as the same liver lower down.
+    """
+    n, _, height, width = images.shape
+    coarse = (torch.rand(n, 1, control_points, control_points, generator=generator) * 2 - 1) * strength
+    field = torch.exp(F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=True))
+    unit = ((images + 1.0) / 2.0).clamp(0.0, 1.0)
+    return (unit * field * 2.0 - 1.0).clamp(-1.0, 1.0)
+
+
 def organ_contrast_jitter(images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator,
                           strength: float, gamma: float = 0.0) -> torch.Tensor:
     """Brighten or darken the labelled organ alone by ``exp(U(-strength, strength))`` on [0, 1]-mapped values,

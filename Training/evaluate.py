@@ -22,27 +22,30 @@ def as_loaded_model(network, card):
     return LoadedModel(card, copy.deepcopy(network).float().eval(), None)
 
 
-def predict(loaded, volume, allow_modality_mismatch: bool = False):
+def predict(loaded, volume, allow_modality_mismatch: bool = False, test_time_augmentation: bool = False):
     from SlicerEssNet.pipeline import keep_largest_component, run_model
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = run_model(volume, loaded, device="cpu", precision="fp32",
-                           allow_modality_mismatch=allow_modality_mismatch)
+                           allow_modality_mismatch=allow_modality_mismatch,
+                           test_time_augmentation=test_time_augmentation)
     if loaded.card.task == "segmentation":
         # What ``pipeline.segment`` gives users: the liver is one organ, stray islands are dropped.
         result = result.with_array(keep_largest_component(result.array))
     return result
 
 
-def score_segmentation(loaded, cases, volumes=None, allow_modality_mismatch: bool = False) -> dict:
-    """Pooled and per-volume liver scores of ``loaded`` over ``cases``; ``volumes`` caches (image, liver) pairs."""
+def score_segmentation(loaded, cases, volumes=None, allow_modality_mismatch: bool = False,
+                       test_time_augmentation: bool = False) -> dict:
+    """Pooled and per-volume liver scores of ``loaded`` over ``cases``; ``volumes`` caches (image, liver) pairs;
+    ``test_time_augmentation``: as ``--tta`` gives them."""
     from SlicerEssNet.metrics import evaluate, pooled_dice_iou
 
     per_volume, pairs = {}, []
     for case in cases:
         image, liver = volumes[case.patient] if volumes is not None else load_case(case)
-        prediction = predict(loaded, image, allow_modality_mismatch)
+        prediction = predict(loaded, image, allow_modality_mismatch, test_time_augmentation)
         scores = evaluate(prediction, liver, label=1)
         per_volume[case.patient] = {key: scores[key] for key in PER_VOLUME + ("pred_ml", "ref_ml")}
         pairs.append((prediction.array == 1, liver.array == 1))

@@ -42,6 +42,7 @@ class DataOptions:
     intensity_gamma: float = 0.4  # log-gamma range: organ contrast varies between patients (CHAOS 15)
     organ_contrast: float = 0.0  # stage 2 only: log-range of the liver's own brightness jitter (0 = off)
     organ_gamma: float = 0.0  # stage 2 only: log-range of a power on the liver's values (dark parenchyma, bright vessels)
+    bias_field: float = 0.0  # stage 2 only: log-range of a smooth multiplicative field (MR coil falloff; 0 = off)
     elastic_px: float = 0.0  # stage 2 only: largest smooth elastic displacement in grid pixels (4: 0.902, not kept)
 
 

@@ -131,6 +131,7 @@ class Study:
         for seed in preset.seeds:
             per_seed[str(seed)] = self.run_seed(seed, grid)
         results = self.summarise(per_seed)
+        results["test_time_augmentation"] = self.score_with_tta(per_seed, results["summary"])
         if self.context.is_main:
             write_json(results, self.run_dir / "results.json")
             self.export_models(results)
@@ -301,6 +302,31 @@ class Study:
                 "summary": summary, "shape_consistency": shape, "per_seed": clean, "timings": self.timings,
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
+    @staticmethod
+    def shipped_arm(summary: dict):
+        """The arm whose U-Net is shipped: the full-data classic arm with the best mean validation 3D Dice over
+        seeds (model selection, as for checkpoints); None when only low-data or peer arms ran."""
+        candidates = [a for a in ("real", "real+essnet", "real+cyclegan") if a in summary]
+        return max(candidates, key=lambda a: summary[a]["mean_dice"]["mean"]) if candidates else None
+
+    def score_with_tta(self, per_seed: dict, summary: dict) -> dict:
+        """The shipped U-Net (first seed) scored again with test-time augmentation: what ``--tta`` (the
+        module's checkbox) gives a user on the validation patients. One arm only: five times the inference."""
+        arm = self.shipped_arm(summary)
+        if arm is None:
+            return {}
+        seed = self.preset.seeds[0]
+        first = per_seed[str(seed)]
+        path = self.run_dir / f"seed{seed}" / "arms" / first["arms"][arm]["folder"] / "scores_tta.json"
+        scores = read_json(path)
+        if scores is None and self.context.is_main:
+            card = segmentation_card(self.preset, "liver-unet-mr", self.training_record(seed))
+            scores = self._timed(f"seed{seed}/tta_{arm}", score_segmentation,
+                                 as_loaded_model(first["networks"][arm], card), self.mr_val_cases, self.val_volumes,
+                                 test_time_augmentation=True)
+            write_json(scores, path)
+        return {"arm": arm, "seed": seed, "scores": self.context.broadcast_object(scores)}
+
     def export_models(self, results: dict) -> None:
         """fp16 safetensors + cards of the first seed's EssNet generators and real-only U-Net in ``models/``."""
         first = self._last[str(self.preset.seeds[0])]
@@ -339,16 +365,17 @@ class Study:
         from SlicerEssNet.weights import save_model
 
         seed = training["seed"]
-        # The shipped U-Net: the first seed's network of the full-data classic arm with the best mean validation
-        # score over seeds (model selection, as for checkpoints). Its card states that network's own scores.
-        candidates = [a for a in ("real", "real+essnet", "real+cyclegan") if a in first["networks"]]
-        if not candidates:  # only low-data or peer arms were run: nothing a user should get as the default
+        # The shipped U-Net: the first seed's network of the shipped arm. Its card states that network's scores.
+        arm = self.shipped_arm(results["summary"])
+        if arm is None:  # only low-data or peer arms were run: nothing a user should get as the default
             return
-        arm = max(candidates, key=lambda a: results["summary"][a]["mean_dice"]["mean"])
         scores = first["arms"][arm]["scores"]
         metrics = {"arm": arm, "seed": seed, "validation_patients": self.split["MR"]["val"],
                    **{k: scores[k] for k in SUMMARY_METRICS if k in scores},
                    "arm_mean_dice_over_seeds": results["summary"][arm]["mean_dice"]["mean"]}
+        tta = results.get("test_time_augmentation", {})
+        if tta.get("arm") == arm:  # what the same network scores with --tta
+            metrics["mean_dice_tta"] = tta["scores"]["mean_dice"]
         card = segmentation_card(
             self.preset, prefix + "liver-unet-mr", dict(training, arm=arm),
             description=f"Liver U-Net on T2 MR ({self.preset.name} preset), arm '{arm}' (best mean 3D Dice of the "

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .augment import organ_contrast_jitter
+from .augment import bias_field_jitter, organ_contrast_jitter
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import unwrap
 from .loop import job_done, mark_done, run_loop
@@ -65,6 +65,8 @@ def train_segmentation(job_dir, real_set, synthetic_set, preset, seed: int, cont
         if preset.data.organ_contrast > 0 or preset.data.organ_gamma > 0:
             images = organ_contrast_jitter(images, labels, generator, preset.data.organ_contrast,
                                            preset.data.organ_gamma)
+        if preset.data.bias_field > 0:  # drawn only when asked for: runs without it keep their random stream
+            images = bias_field_jitter(images, generator, preset.data.bias_field)
         network.train()
         optimizer.zero_grad(set_to_none=True)
         with autocast():

@@ -34,6 +34,7 @@ class RunStep:
     output: str
     model: Optional[str] = None
     label: str = ""
+    testTimeAugmentation: bool = False  # segment steps only: average 5 zoomed/rotated views of each slice
 
     def describe(self) -> str:
         return self.label or ("synthesis" if self.task == "synthesize" else "liver segmentation")
@@ -92,7 +93,8 @@ class PipelineRun:
         source = self._input if index == 0 else self._stepPath(index - 1)
         request = JobRequest(task=step.task, input_path=str(source), output_path=str(self._stepPath(index)),
                              model=step.model, device=self.device,
-                             allow_modality_mismatch=self.allowModalityMismatch)
+                             allow_modality_mismatch=self.allowModalityMismatch,
+                             test_time_augmentation=step.testTimeAugmentation)
         self._job = self.runner.start(request)
 
     def poll(self) -> str:

@@ -1,7 +1,7 @@
 """Headless cohort processing with the modules' logic, inside Slicer without a window:
 
     Slicer --no-main-window --python-script EssNetBatch.py --input CT_DIR --output OUT_DIR [--task synthesize|segment]
-           [--model NAME] [--device cpu] [--from-ct] [--install-dependencies]
+           [--model NAME] [--device cpu] [--from-ct] [--tta] [--install-dependencies]
 
 Every volume file (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd) and every sub-folder (a DICOM series or a CHAOS
 folder) of --input is one case. Each case is loaded into the scene, run through CT2MRISynthesisLogic or
@@ -45,6 +45,8 @@ def buildParser() -> argparse.ArgumentParser:
     parser.add_argument("--liver-mask", action="store_true",
                         help="synthesize: also write the liver mask of the synthetic MR (--segmentation-model)")
     parser.add_argument("--segmentation-model", help="liver model for --liver-mask (default: the registry default)")
+    parser.add_argument("--tta", action="store_true",
+                        help="segment: test-time augmentation, 5 zoomed/rotated views per slice (5x the time)")
     parser.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda or mps")
     parser.add_argument("--allow-modality-mismatch", action="store_true",
                         help="go on (with a warning) when an input does not look like the model's modality")
@@ -117,7 +119,8 @@ def runCase(path: Path, args, logic, outputFolder: Path) -> dict:
                 liverNode, liverMl = result.segmentationNode, result.liverVolumeMl
             else:
                 result = logic.process(inputNode, model=args.model, synthesizeFirst=args.from_ct,
-                                       synthesisModel=args.synthesis_model, **options)
+                                       synthesisModel=args.synthesis_model, testTimeAugmentation=args.tta,
+                                       **options)
                 provenanceNode = liverNode = result.segmentationNode
                 liverMl = result.liverVolumeMl
                 destination = None

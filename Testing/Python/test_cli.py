@@ -59,6 +59,16 @@ def test_synthesize_and_segment_keep_the_input_geometry_exactly(shared_data, tin
 
 
 @pytest.mark.data
+def test_segment_takes_test_time_augmentation_and_synthesize_does_not(shared_data, tiny, tmp_path):
+    mr = shared_data / "totalseg_examples" / "example_mr_sm.nii.gz"
+    done = run_cli("segment", mr, tmp_path / "liver.nii.gz", "--model", tiny["segmentation"], "--quiet", "--tta")
+    assert done.returncode == 0, done.stderr
+    assert "test-time augmentation" in done.stderr  # the report's note says the views were averaged
+    assert_same_geometry(mr, tmp_path / "liver.nii.gz")
+    refused = run_cli("synthesize", mr, tmp_path / "mr.nii.gz", "--model", tiny["synthesis"], "--tta")
+    assert refused.returncode == 2 and "--tta" in refused.stderr and not (tmp_path / "mr.nii.gz").exists()
+
+
 @pytest.mark.data
 def test_preview_shows_input_and_result_side_by_side(shared_data, tiny, tmp_path):
     from PIL import Image

@@ -450,6 +450,28 @@ def test_liver_widget_shows_volume_3d_button_and_chain_options(slicer, modules, 
     assert slicer.mrmlScene.GetFirstNodeByName("CT synthetic MR") is not None
 
 
+def test_liver_widget_test_time_augmentation_reaches_the_job_and_is_recorded(slicer, modules, tiny_models):
+    def notes(node):
+        return [node.GetAttribute(f"SlicerEssNet.note{n}") or "" for n in range(4)]
+
+    widget = new_widget(modules, "LiverSegmentation")
+    widget.modelsPanel.importModelFile(tiny_models["segmentation"])
+    widget.logic.jobRunner = in_process()
+    mr_like(slicer)
+    widget.initializeParameterNode()
+    widget._parameterNode.allowModalityMismatch = True  # noise is not an MR the check recognises
+    recorded = {}
+    for ticked in (False, True):
+        widget.ui.testTimeAugmentationCheckBox.setChecked(ticked)
+        assert widget._parameterNode.testTimeAugmentation is ticked
+        widget._parameterNode.outputSegmentation = None
+        widget.ui.applyButton.click()
+        poll_until_done(slicer, widget)
+        recorded[ticked] = notes(widget._parameterNode.outputSegmentation)
+    assert any("test-time augmentation" in note for note in recorded[True])
+    assert not any("test-time augmentation" in note for note in recorded[False])
+
+
 def test_models_panel_imports_opens_and_deletes(slicer, modules, tiny_models, monkeypatch, tmp_path):
     import qt
 

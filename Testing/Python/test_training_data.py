@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from Training.augment import crop_or_pad, elastic_displacement, organ_contrast_jitter, random_affine
+from Training.augment import (bias_field_jitter, crop_or_pad, elastic_displacement, organ_contrast_jitter,
+                              random_affine)
 from Training.cohorts import Case, low_data_subset, make_split, real_cases, split_patients
 from Training.sampling import batch_indices
 from Training.slices import build_slice_set, mr_intensity_spec, to_model_grid
@@ -143,6 +144,20 @@ def test_organ_contrast_changes_the_organ_alone_within_its_range():
     edge = (jittered[:, 0, 8, 16] + 1) / 2  # the organ's border row sees part of the factor: no hard edge
     core = unit_inside[:, 0, 0]
     assert torch.all((edge - 0.5).abs() < (core - 0.5).abs())
+
+
+def test_bias_field_is_a_smooth_bounded_gain_that_keeps_the_background():
+    image = torch.full((16, 1, 48, 48), 0.0)  # unit 0.5 ...
+    image[:, :, :, :4] = -1.0  # ... beside a strip of background
+    jittered = bias_field_jitter(image, torch.Generator().manual_seed(3), strength=0.5)
+    torch.testing.assert_close(jittered[..., :4], image[..., :4])  # background (-1) stays background
+    gain = ((jittered[..., 4:] + 1) / 2) / 0.5
+    assert gain.min() >= np.exp(-0.5) * 0.9 and gain.max() <= np.exp(0.5) * 1.1  # bicubic may overshoot a little
+    assert (gain.amax((1, 2, 3)) / gain.amin((1, 2, 3))).min() > 1.1  # a real change across each slice ...
+    assert gain.diff(dim=-1).abs().max() < 0.1 and gain.diff(dim=-2).abs().max() < 0.1  # ... but a slow one
+    assert gain.flatten(1).mean(1).std() > 0.02  # slices get different fields
+    again = bias_field_jitter(image, torch.Generator().manual_seed(3), strength=0.5)
+    torch.testing.assert_close(again, jittered)  # the generator decides everything
 
 
 def test_organ_gamma_darkens_parenchyma_more_than_vessels():

@@ -81,12 +81,18 @@ def test_micro_study_end_to_end(tmp_path, capsys):
     assert unet_card.metrics["mean_dice"] == seed0["arms"][arm]["scores"]["mean_dice"]
     assert load_model(run_dir / "models" / "demo-essnet-ct2mr.safetensors").card.metrics[
         "shape_consistency_3d_dice"] == seed0["shape_consistency"]["essnet"]["mean_dice"]
+    # The shipped arm is scored again with test-time augmentation, and its card says what --tta gives.
+    tta = results["test_time_augmentation"]
+    assert tta["arm"] == arm and set(tta["scores"]["per_volume"]) == set(split["MR"]["val"])
+    assert unet_card.metrics["mean_dice_tta"] == tta["scores"]["mean_dice"]
+    assert (run_dir / "seed0" / "arms" / arm / "scores_tta.json").exists()
 
     # The report and its figures regenerate from the run folder alone.
     out = tmp_path / "report"
     report = write_report(run_dir, out)
     text = report.read_text()
     assert "0.9459" in text and "| real MR only |" in text
+    assert "With test-time augmentation (`--tta`" in text
     for figure in ("stage1_curves.png", "stage2_curves.png", "per_patient_dice.png", "contact_sheet_seed0.png"):
         assert (out / figure).stat().st_size > 1000
     assert json.loads((out / "results.json").read_text())["summary"] == json.loads(
@@ -108,6 +114,7 @@ def test_micro_study_end_to_end(tmp_path, capsys):
     # Running again resumes: nothing retrains, the scores are the same.
     again = Study(run_dir, _micro_preset(), stream=log).run()
     assert json.dumps(again["summary"]) == json.dumps(results["summary"])  # NaN-safe (tiny models: empty masks)
+    assert json.dumps(again["test_time_augmentation"]) == json.dumps(results["test_time_augmentation"])
     assert "resuming at iteration 6/6" in capsys.readouterr().err
     np.testing.assert_equal(again["split"], results["split"])
 
