@@ -253,7 +253,7 @@ def _tta_lines(results: dict) -> list:
     per_patient = ", ".join(f"{patient} {plain['per_volume'][patient]['dice']:.3f} -> {value['dice']:.3f}"
                             for patient, value in scores["per_volume"].items())
     return [f"With test-time augmentation (`--tta`, the module's checkbox: five zoomed/rotated views of each slice, "
-            f"never mirrored, five times the inference) the shipped U-Net (arm {arm}, seed {seed}) scores 3D Dice "
+            f"never mirrored, five network passes) the shipped U-Net (arm {arm}, seed {seed}) scores 3D Dice "
             f"{scores['mean_dice']:.4f} (plain {plain['mean_dice']:.4f}) and pooled 2D Dice "
             f"{scores['pooled_dice_2d']:.4f} (plain {plain['pooled_dice_2d']:.4f}); per patient {per_patient}.", ""]
 

@@ -311,7 +311,7 @@ class Study:
 
     def score_with_tta(self, per_seed: dict, summary: dict) -> dict:
         """The shipped U-Net (first seed) scored again with test-time augmentation: what ``--tta`` (the
-        module's checkbox) gives a user on the validation patients. One arm only: five times the inference."""
+        module's checkbox) gives a user on the validation patients. One arm only: five network passes per slice."""
         arm = self.shipped_arm(summary)
         if arm is None:
             return {}

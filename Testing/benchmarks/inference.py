@@ -319,6 +319,40 @@ def volume_breakdown(quick):
     print(f".nii.gz inflated by {inflater}")
 
 
+def test_time_augmentation_cost(quick):
+    """What ``--tta`` costs and gives on one real volume: wall time and liver Dice, plain and with the views."""
+    from SlicerEssNet.errors import ModelNotFoundError
+    from SlicerEssNet.metrics import dice
+    from SlicerEssNet.pipeline import keep_largest_component, resolve_model, run_model
+    from SlicerEssNet.test_time_augmentation import VIEWS
+    from SlicerEssNet.volume_io import read_volume
+
+    case = SHARED / "chaos_mr_t2" / "mr_t2_03.nii.gz"  # a validation patient of the shipped U-Net
+    if not case.exists():
+        print("\n## Test-time augmentation: skipped (../shared/data not found)")
+        return
+    try:
+        shipped = resolve_model(None, "segment")
+    except ModelNotFoundError as error:
+        print(f"\n## Test-time augmentation: skipped ({error})")
+        return
+    volume, reference = read_volume(case), read_volume(SHARED / "chaos_mr_t2" / "mr_t2_03_label.nii.gz")
+    rows, seconds = [], {}
+    for augment in (False, True):
+        def run():
+            return run_model(volume, shipped, device="cpu", test_time_augmentation=augment)
+
+        seconds[augment] = timed(run, repeats=1 if quick else 2)
+        labels = keep_largest_component(run().array)
+        rows.append(("with --tta" if augment else "plain", f"{seconds[augment]:.3f}",
+                     f"{dice(labels == 1, reference.array == 1):.4f}"))
+    ratio = seconds[True] / seconds[False]
+    RESULTS["test_time_augmentation"] = {"plain_s": seconds[False], "tta_s": seconds[True], "ratio": ratio}
+    print_table(f"Test-time augmentation: shipped liver U-Net on {case.name} ({len(VIEWS)} views; a figure, no target)",
+                ("run", "seconds", "liver 3D Dice"), rows)
+    print(f"time with --tta / plain = {ratio:.2f}x")
+
+
 # --- 3. memory growth with volume length -------------------------------------------------------------------------
 MEMORY_PROBE = r"""
 import sys, json, threading, time
@@ -437,6 +471,7 @@ def main():
     fusion_gain(args.quick)
     accuracy(args.quick)
     volume_breakdown(args.quick)
+    test_time_augmentation_cost(args.quick)
     memory_growth(args.memory_model)
     contention(args.quick)
     print_table("Targets", ("target", "measured", "limit", "met"),
