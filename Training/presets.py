@@ -97,6 +97,8 @@ class SegmentationOptions:
     # (CHAOS: kidneys, spleen; Training/organ_head.py), its CE + Dice weighted so. The shipped U-Net is unchanged.
     organ_weight: float = 0.0
     synthetic_fraction: float = 0.5  # share of each batch drawn from synthetic MR in the mixed arms
+    # > 0: the mixed arms draw synthetic MR only before this iteration, then real MR alone (pre-train, fine-tune)
+    synthetic_until: int = 0
     autocast_bf16: bool = True  # 1.6x faster U-Net steps on CPUs with native bf16, same losses (training.py bench)
     checkpoint_every: int = 100  # <= one epoch of the real MR training slices
     # The peer: MONAI's 2D UNet with residual units and DiceCE, same split, size and budget.

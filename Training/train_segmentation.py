@@ -53,10 +53,14 @@ def train_segmentation(job_dir, real_set, synthetic_set, preset, seed: int, cont
         lr = set_learning_rate(optimizer, options.lr, iteration, options.decay_from, total)
         generator = iteration_generator(seed, iteration, context.rank, stream=1)
         organs = organ_loss is not None
-        parts = [real_set.batch(
-            batch_indices(len(real_set), n_real, iteration, seed, context.rank, context.world_size),
-            options.crop, generator, preset.data, elastic=True, organs=organs)]
-        if n_synthetic:
+        mixing = n_synthetic and (options.synthetic_until <= 0 or iteration < options.synthetic_until)
+        real_count = n_real if mixing else options.batch_size
+        parts = []
+        if real_count:
+            parts.append(real_set.batch(
+                batch_indices(len(real_set), real_count, iteration, seed, context.rank, context.world_size),
+                options.crop, generator, preset.data, elastic=True, organs=organs))
+        if mixing:
             parts.append(synthetic_set.batch(
                 batch_indices(len(synthetic_set), n_synthetic, iteration, seed + 13, context.rank,
                               context.world_size), options.crop, generator, preset.data, elastic=True, organs=organs))

@@ -1,0 +1,55 @@
+"""The mixed arms' batches: real and synthetic MR side by side throughout, or (``synthetic_until``) synthetic MR
+first and real MR alone afterwards, always at the preset's batch size."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from Training.cohorts import phantom_cases
+from Training.distributed import DistributedContext
+from Training.presets import get_preset
+from Training.slices import build_slice_set
+from Training.train_segmentation import train_segmentation
+
+GRID = {"mode": "spacing", "spacing_mm": 8.0, "size": 48, "multiple_of": 16}
+
+
+@pytest.fixture(scope="module")
+def slice_sets(tmp_path_factory):
+    cases = phantom_cases(tmp_path_factory.mktemp("phantoms"), 1, 1)
+    return build_slice_set(cases["MR"], GRID), build_slice_set(cases["CT"], GRID)  # CT stands in for synthetic MR
+
+
+def drawn_batches(tmp_path, slice_sets, **options):
+    """Per iteration, how many slices each set gave."""
+    real, synthetic = slice_sets
+    draws = []
+
+    def recording(name, batch):
+        def wrapped(indices, *args, **kwargs):
+            draws.append((name, len(indices)))
+            return batch(indices, *args, **kwargs)
+        return wrapped
+
+    real.batch, synthetic.batch = recording("real", real.batch), recording("synthetic", synthetic.batch)
+    try:
+        preset = get_preset("demo")
+        preset.segmentation = dataclasses.replace(preset.segmentation, base=4, crop=32, batch_size=2, decay_from=3,
+                                                  checkpoint_every=100, **options)
+        train_segmentation(tmp_path, real, synthetic, preset, 0, DistributedContext(), total=6)
+    finally:
+        del real.batch, synthetic.batch
+    return draws
+
+
+def test_mixed_batches_by_default(tmp_path, slice_sets):
+    draws = drawn_batches(tmp_path / "mixed", slice_sets, synthetic_fraction=0.5)
+    assert draws == [("real", 1), ("synthetic", 1)] * 6
+
+
+def test_synthetic_first_then_real_alone(tmp_path, slice_sets):
+    draws = drawn_batches(tmp_path / "pretrain", slice_sets, synthetic_fraction=1.0, synthetic_until=3)
+    assert draws == [("synthetic", 2)] * 3 + [("real", 2)] * 3
+    draws = drawn_batches(tmp_path / "half", slice_sets, synthetic_fraction=0.5, synthetic_until=4)
+    assert draws == [("real", 1), ("synthetic", 1)] * 4 + [("real", 2)] * 2
