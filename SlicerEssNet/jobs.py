@@ -42,7 +42,7 @@ class JobRequest:
     batch_size: Optional[int] = None
     allow_modality_mismatch: bool = False
     largest_component: bool = True
-    test_time_augmentation: bool = False  # segmentation only: 5 views per slice, about 4x the time
+    test_time_augmentation: bool = False  # segmentation only: 5 views per slice, 4-5x the time
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)

@@ -5,7 +5,7 @@ No flips: the networks never saw a mirrored abdomen (the liver on the wrong side
 different, unseen kind of image, not another look at the same one. The zooms and rotations stay inside the
 range the shipped U-Net was trained with (8 degrees, 8 % zoom). On the cpu-preset U-Net over its four
 validation patients the five views raise the mean 3D Dice by about 0.003 (Training/README.md), for five
-network passes (about 4x the wall time, Testing/benchmarks/inference.py).
+network passes (4-5x the wall time, Testing/benchmarks/inference.py).
 """
 from __future__ import annotations
 

@@ -46,7 +46,7 @@ def buildParser() -> argparse.ArgumentParser:
                         help="synthesize: also write the liver mask of the synthetic MR (--segmentation-model)")
     parser.add_argument("--segmentation-model", help="liver model for --liver-mask (default: the registry default)")
     parser.add_argument("--tta", action="store_true",
-                        help="segment: test-time augmentation, 5 zoomed/rotated views per slice (~4x the time)")
+                        help="segment: test-time augmentation, 5 zoomed/rotated views per slice (4-5x the time)")
     parser.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda or mps")
     parser.add_argument("--allow-modality-mismatch", action="store_true",
                         help="go on (with a warning) when an input does not look like the model's modality")

@@ -257,21 +257,30 @@ def _paper_size_segmenter(folder):
     return resolve_model(str(path), "segment")
 
 
+def shipped_segmenter_or_skip(section: str, needed: Path):
+    """The default liver model, or None after printing why ``section`` is skipped (no data, no model)."""
+    from SlicerEssNet.errors import ModelNotFoundError
+    from SlicerEssNet.pipeline import resolve_model
+
+    if not needed.exists():
+        print(f"\n## {section}: skipped ({needed} not found)")
+        return None
+    try:
+        return resolve_model(None, "segment")
+    except ModelNotFoundError as error:
+        print(f"\n## {section}: skipped ({error})")
+        return None
+
+
 def volume_breakdown(quick):
     """Read, check + canonical slicing, model, inverse mapping, write - against the pure model time."""
-    from SlicerEssNet.errors import ModelNotFoundError
     from SlicerEssNet.geometry import CanonicalFrame, SliceGrid
     from SlicerEssNet.inference import SliceEngine
-    from SlicerEssNet.pipeline import model_grid_spec, resolve_model, run_model
+    from SlicerEssNet.pipeline import model_grid_spec, run_model
     from SlicerEssNet.volume_io import read_volume, write_volume
 
-    if not SHARED.is_dir():
-        print("\n## Per-volume breakdown: skipped (../shared/data not found)")
-        return
-    try:
-        shipped = resolve_model(None, "segment")
-    except ModelNotFoundError as error:
-        print(f"\n## Per-volume breakdown: skipped ({error})")
+    shipped = shipped_segmenter_or_skip("Per-volume breakdown", SHARED)
+    if shipped is None:
         return
     case = SHARED / "chaos_mr_t2" / "mr_t2_01.nii.gz"
     rows = []
@@ -321,20 +330,14 @@ def volume_breakdown(quick):
 
 def test_time_augmentation_cost(quick):
     """What ``--tta`` costs and gives on one real volume: wall time and liver Dice, plain and with the views."""
-    from SlicerEssNet.errors import ModelNotFoundError
     from SlicerEssNet.metrics import dice
-    from SlicerEssNet.pipeline import keep_largest_component, resolve_model, run_model
+    from SlicerEssNet.pipeline import keep_largest_component, run_model
     from SlicerEssNet.test_time_augmentation import VIEWS
     from SlicerEssNet.volume_io import read_volume
 
     case = SHARED / "chaos_mr_t2" / "mr_t2_03.nii.gz"  # a validation patient of the shipped U-Net
-    if not case.exists():
-        print("\n## Test-time augmentation: skipped (../shared/data not found)")
-        return
-    try:
-        shipped = resolve_model(None, "segment")
-    except ModelNotFoundError as error:
-        print(f"\n## Test-time augmentation: skipped ({error})")
+    shipped = shipped_segmenter_or_skip("Test-time augmentation", case)
+    if shipped is None:
         return
     volume, reference = read_volume(case), read_volume(SHARED / "chaos_mr_t2" / "mr_t2_03_label.nii.gz")
     rows, seconds = [], {}
