@@ -182,6 +182,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not args.input or not args.output:
         print("error: --input and --output are required (or --self-test)", file=sys.stderr)
         return EXIT_USAGE
+    if args.tta and args.task != "segment":
+        print("error: --tta averages liver probabilities: use it with --task segment", file=sys.stderr)
+        return EXIT_USAGE
     inputFolder, outputFolder = Path(args.input).expanduser(), Path(args.output).expanduser()
     if not inputFolder.is_dir():
         print(f"error: input folder {inputFolder} does not exist: check the path", file=sys.stderr)
@@ -232,7 +235,7 @@ def selfTest() -> int:
         codes = [main(["--input", str(folder / "in"), "--output", str(folder / "synth"), "--device", "cpu",
                        "--model", str(synthesis)]),
                  main(["--input", str(folder / "in"), "--output", str(folder / "seg"), "--task", "segment",
-                       "--from-ct", "--device", "cpu", "--model", str(segmentation),
+                       "--from-ct", "--tta", "--device", "cpu", "--model", str(segmentation),
                        "--synthesis-model", str(synthesis)])]
         synthetic = read_volume(folder / "synth" / "case01_synthetic_mr.nii.gz")
         liver = read_volume(folder / "seg" / "case01_liver.nii.gz")

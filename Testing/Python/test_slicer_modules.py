@@ -557,6 +557,9 @@ def test_batch_script_usage_errors_and_self_test(modules, tmp_path):
     assert EssNetBatch.main(["--input", str(tmp_path / "missing"), "--output", str(tmp_path)]) == \
         EssNetBatch.EXIT_USAGE
     assert EssNetBatch.main(["--task", "nonsense"]) == EssNetBatch.EXIT_USAGE
+    assert EssNetBatch.main(["--input", str(tmp_path), "--output", str(tmp_path / "out"), "--tta"]) == \
+        EssNetBatch.EXIT_USAGE  # test-time augmentation is for --task segment
+    assert not (tmp_path / "out").exists()
     assert EssNetBatch.main(["--self-test"]) == EssNetBatch.EXIT_OK
 
 
