@@ -140,12 +140,15 @@ class ModelsPanel:
     """Wires the Import / Open folder / Delete buttons and keeps every ``ModelChoice`` of a module up to date."""
 
     def __init__(self, ui, choices: List[ModelChoice], selection: Callable[[ModelChoice], Optional[str]],
-                 statusLabel=None, storeFactory=None):
+                 statusLabel=None, storeFactory=None, ensureDependencies: Optional[Callable[[], None]] = None):
+        """``ensureDependencies``: called before a file picked with the Import button is checked, because checking
+        that the weights fit their card needs PyTorch (a fresh Slicer may not have it yet)."""
         self.ui = ui
         self.choices = choices
         self.selection = selection
         self.statusLabel = statusLabel
         self._storeFactory = storeFactory
+        self._ensureDependencies = ensureDependencies
         ui.importModelButton.clicked.connect(self.onImportModelButton)
         ui.openModelsFolderButton.clicked.connect(self.onOpenModelsFolderButton)
         ui.deleteModelsButton.clicked.connect(self.onDeleteModelsButton)
@@ -203,6 +206,8 @@ class ModelsPanel:
         if not path:
             return
         with slicer.util.tryWithErrorDisplay("Could not import the model.", waitCursor=True):
+            if self._ensureDependencies is not None:
+                self._ensureDependencies()
             self.importModelFile(path)
 
     def onOpenModelsFolderButton(self, *args) -> None:

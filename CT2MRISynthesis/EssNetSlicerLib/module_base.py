@@ -34,7 +34,8 @@ class EssNetWidgetMixin:
         from .models_panel import ModelsPanel
 
         self.modelFields = choices
-        self.modelsPanel = ModelsPanel(self.ui, list(choices), self._selectedModel, statusLabel=self.ui.statusLabel)
+        self.modelsPanel = ModelsPanel(self.ui, list(choices), self._selectedModel, statusLabel=self.ui.statusLabel,
+                                       ensureDependencies=lambda: self.logic.ensureDependencies(interactive=True))
         self.ui.applyButton.clicked.connect(self.onApplyButton)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)

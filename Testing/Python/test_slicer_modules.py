@@ -484,11 +484,13 @@ def test_models_panel_imports_opens_and_deletes(slicer, modules, tiny_models, mo
     monkeypatch.setattr(qt.QDesktopServices, "openUrl", lambda url: opened.append(url.toLocalFile()))
     widget.ui.openModelsFolderButton.click()
     assert opened == [str(tmp_path / "essnet-home" / "models")]
-    picked = []
+    picked, checked = [], []
     monkeypatch.setattr(qt.QFileDialog, "getOpenFileName",
                         lambda *args: picked.append(args) or (tiny_models["segmentation"], "filter"))
+    # Checking that the weights fit their card needs PyTorch: the button makes sure it is there first.
+    monkeypatch.setattr(widget.logic, "ensureDependencies", lambda **options: checked.append(options))
     widget.ui.importModelButton.click()  # the button's dialog path, PySide's (path, filter) return
-    assert picked and widget.segmentationModelChoice.model == "tiny-liver"
+    assert picked and checked == [{"interactive": True}] and widget.segmentationModelChoice.model == "tiny-liver"
     removed = widget.modelsPanel.deleteCachedModels()
     assert len(removed) == 4 and not list((tmp_path / "essnet-home" / "models").glob("*.safetensors"))
     assert widget.synthesisModelChoice.model is None
