@@ -35,6 +35,16 @@ def import_torch(threads: Optional[int] = None, wait: str = "passive"):
     policy = WAIT_POLICIES[wait]
     if not any(name in os.environ for name in WAIT_VARIABLES):  # the user's choice wins
         os.environ.update(policy)
+    torch = require_torch()
+    if threads is None:
+        threads = requested_thread_count() or default_thread_count()
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return torch
+
+
+def require_torch():
+    """The torch module, or ``MissingDependencyError`` saying how to install it."""
     try:
         import torch
     except ImportError:
@@ -43,11 +53,6 @@ def import_torch(threads: Optional[int] = None, wait: str = "passive"):
         raise MissingDependencyError(
             "PyTorch is not installed: install it (pip install torch, or the build for your GPU from pytorch.org; "
             "in Slicer, the PyTorch extension), then run again") from None
-
-    if threads is None:
-        threads = requested_thread_count() or default_thread_count()
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
     return torch
 
 

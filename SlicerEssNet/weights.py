@@ -156,6 +156,10 @@ def tensor_shapes(path) -> Dict[str, tuple]:
         return {key: tuple(value.shape) for key, value in read_state_dict(path).items()}
     from safetensors import safe_open
 
+    from .runtime import require_torch
+
+    require_torch()  # safetensors' "pt" view: without torch it would fail as if the file were corrupt
+
     try:
         with safe_open(str(path), framework="pt") as handle:
             return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
@@ -166,7 +170,9 @@ def tensor_shapes(path) -> Dict[str, tuple]:
 # --- checking ---------------------------------------------------------------------------------------
 def expected_shapes(architecture: dict) -> Dict[str, tuple]:
     """Name -> shape of every tensor the described network's state dict holds (built on the meta device: free)."""
-    import torch
+    from .runtime import require_torch
+
+    torch = require_torch()
 
     from .networks import build_network
 

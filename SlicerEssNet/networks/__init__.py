@@ -26,6 +26,9 @@ def network_class(name: str):
     if name not in NETWORKS:
         raise ArchitectureMismatchError(
             f"unknown network {name!r}: the architecture name must be one of {', '.join(NETWORKS)}")
+    from ..runtime import require_torch
+
+    require_torch()  # the network files build on torch: say how to install it rather than fail on the import
     module, cls = NETWORKS[name]
     return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
 
