@@ -29,6 +29,7 @@ from SlicerEssNet import cli, errors
 from SlicerEssNet.pipeline import process_file
 from SlicerEssNet.weights import create_untrained_model
 
+from conftest import REPO
 from test_cli import run_cli
 from test_model_store import ModelServer, entry_for, everything_in
 from test_slicer_modules import (in_process, logic_of, modules, node_ids, one_line,  # noqa: F401 - fixtures
@@ -917,3 +918,15 @@ def test_without_pytorch_the_cli_says_what_to_install(tmp_path, shared_data, tin
                      "--quiet"])
     lines = error_lines(capfd.readouterr().err)
     assert code == cli.EXIT_FAILED and len(lines) == 1 and "PyTorch" in lines[0]
+
+
+def test_without_pytorch_importing_a_model_says_what_to_install_and_imports_nothing(tmp_path, capfd, monkeypatch):
+    import sys
+
+    # Checking that the weights fit their card needs torch; without it this is not a "corrupt file".
+    monkeypatch.setenv("SLICERESSNET_HOME", str(tmp_path / "home"))
+    monkeypatch.setitem(sys.modules, "torch", None)
+    code = cli.main(["models", "import", str(REPO / "SlicerEssNet" / "models" / "liver-unet-mr.safetensors")])
+    lines = error_lines(capfd.readouterr().err)
+    assert code == cli.EXIT_FAILED and len(lines) == 1 and lines[0].startswith("error: PyTorch is not installed")
+    assert not list((tmp_path / "home").rglob("*.safetensors"))
