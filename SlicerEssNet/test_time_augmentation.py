@@ -21,13 +21,14 @@ def averaged_probabilities(probabilities_of, x, pad_value: float, views=VIEWS):
     total = None
     for zoom, degrees in views:
         if zoom == 1.0 and degrees == 0.0:
-            probabilities = probabilities_of(x)
+            probabilities = probabilities_of(x).float()
         else:
-            theta = _rotation_zoom(x, zoom, degrees)
-            seen = _warp(x - pad_value, theta, padding="zeros") + pad_value
-            # Near the border the inverse view has no prediction: the nearest edge value stands in.
-            probabilities = _warp(probabilities_of(seen).float(), _inverse(theta), padding="border")
-        total = probabilities.float() if total is None else total + probabilities
+            seen = _warp(x - pad_value, _rotation_zoom(x, zoom, degrees), padding="zeros") + pad_value
+            # Back onto the slice with the inverse view (zoom 1/z, the opposite angle). Near the border the
+            # inverse view has no prediction: the nearest edge value stands in.
+            probabilities = _warp(probabilities_of(seen).float(), _rotation_zoom(x, 1.0 / zoom, -degrees),
+                                  padding="border")
+        total = probabilities if total is None else total + probabilities
     return total / len(views)
 
 
@@ -43,13 +44,6 @@ def _rotation_zoom(x, zoom: float, degrees: float):
     matrix = torch.tensor([[cos, -sin / aspect, 0.0], [sin * aspect, cos, 0.0]], dtype=torch.float32,
                           device=x.device)
     return matrix.expand(x.shape[0], 2, 3)
-
-
-def _inverse(theta):
-    import torch
-
-    linear = torch.linalg.inv(theta[0, :, :2])
-    return torch.cat([linear, -linear @ theta[0, :, 2:]], dim=1).expand_as(theta)
 
 
 def _warp(x, theta, padding: str):

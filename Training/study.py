@@ -151,8 +151,7 @@ class Study:
                 results["arms"][arm], networks[arm] = self.run_arm(seed_dir, seed, arm, {})
         judge = None
         if "real" in networks:
-            judge = as_loaded_model(networks["real"], segmentation_card(self.preset, "liver-unet-mr",
-                                                                       self.training_record(seed)))
+            judge = as_loaded_model(networks["real"], self.scoring_card(seed))
         synthetic_train, synthetic_val, generators, suffixes = {}, {}, {}, {}
         for tag, essnet in self.synthesis_models():
             chosen = self.stage1(seed_dir, seed, tag, essnet, judge)
@@ -244,7 +243,7 @@ class Study:
     def run_arm(self, seed_dir, seed: int, arm: str, synthetic_sets: dict, folder: str = None):
         part, synthetic, kind = ARM_RECIPES[arm]
         real_set = self.mr_train if part == "train" else self.mr_low
-        card = segmentation_card(self.preset, "liver-unet-mr", self.training_record(seed))
+        card = self.scoring_card(seed)
         validate = lambda network: mean_volume_dice(as_loaded_model(network, card), self.mr_val_cases,  # noqa: E731
                                                     self.val_volumes)
         folder = folder or arm
@@ -275,6 +274,10 @@ class Study:
     def arms(self) -> tuple:
         available = {tag for tag, _ in self.synthesis_models()}
         return tuple(arm for arm in self.preset.arms if ARM_RECIPES[arm][1] in available | {None})
+
+    def scoring_card(self, seed: int):
+        """The card a stage-2 network is scored under (grid, preprocessing): the shipped U-Net's, as users run it."""
+        return segmentation_card(self.preset, "liver-unet-mr", self.training_record(seed))
 
     def training_record(self, seed: int) -> dict:
         return {"preset": self.preset.name, "seed": seed,
@@ -320,10 +323,9 @@ class Study:
         path = self.run_dir / f"seed{seed}" / "arms" / first["arms"][arm]["folder"] / "scores_tta.json"
         scores = read_json(path)
         if scores is None and self.context.is_main:
-            card = segmentation_card(self.preset, "liver-unet-mr", self.training_record(seed))
             scores = self._timed(f"seed{seed}/tta_{arm}", score_segmentation,
-                                 as_loaded_model(first["networks"][arm], card), self.mr_val_cases, self.val_volumes,
-                                 test_time_augmentation=True)
+                                 as_loaded_model(first["networks"][arm], self.scoring_card(seed)),
+                                 self.mr_val_cases, self.val_volumes, test_time_augmentation=True)
             write_json(scores, path)
         return {"arm": arm, "seed": seed, "scores": self.context.broadcast_object(scores)}
 

@@ -53,7 +53,7 @@ def train_segmentation(job_dir, real_set, synthetic_set, preset, seed: int, cont
         lr = set_learning_rate(optimizer, options.lr, iteration, options.decay_from, total)
         generator = iteration_generator(seed, iteration, context.rank, stream=1)
         organs = organ_loss is not None
-        mixing = n_synthetic and (options.synthetic_until <= 0 or iteration < options.synthetic_until)
+        mixing = n_synthetic > 0 and (options.synthetic_until <= 0 or iteration < options.synthetic_until)
         real_count = n_real if mixing else options.batch_size
         parts = []
         if real_count:

@@ -50,7 +50,7 @@ def test_each_view_moves_the_slice_by_a_rotation_and_zoom_in_pixels_even_on_a_no
         expected = centre + forward @ offset
         assert np.allclose(centroid(moved), expected, atol=0.35), (zoom, degrees)
         assert float(moved.sum()) == pytest.approx(float(x.sum()) * zoom ** 2, rel=0.08)  # a disc stays a disc of that size
-        back = tta._warp(moved, tta._inverse(theta), padding="zeros")
+        back = tta._warp(moved, tta._rotation_zoom(x, 1.0 / zoom, -degrees), padding="zeros")  # the inverse view
         assert np.allclose(centroid(back), (20.0, 30.0), atol=0.35)
 
 
