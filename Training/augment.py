@@ -115,3 +115,41 @@ def crop_or_pad(images: torch.Tensor, labels, size: int, generator=None):
     if labels is not None:
         labels = labels[..., top : top + size, left : left + size]
     return images, labels
+
+
+def random_appearance(images: torch.Tensor, generator: torch.Generator, layers: int = 4, width: int = 2,
+                      share: float = 1.0) -> torch.Tensor:
+    """A random appearance for each image, anatomy untouched: a shallow network of random 1x1 / 3x3 convolutions
+    with leaky ReLUs (a fresh one per image), blended with the input by a random weight and stretched back to
+    [-1, 1] over the body; pixels at the -1 background stay there. ``share``: the fraction of images changed.
+
+    Any monotone or non-monotone remapping of tissue brightness, plus a little texture, is on offer (fat bright or
+    dark, liver above or below muscle), so a network shown these learns the organ's shape and its neighbours
+    rather than one scanner's contrast (global intensity non-linear augmentation, Ouyang et al., MedIA 2022).
+    It also makes CT slices usable beside real MR without a translation network.
+    """
+    n, channels, height, width_px = images.shape
+    chosen = torch.rand(n, generator=generator) < share
+    if not bool(chosen.any()):
+        return images
+    x = images
+    inputs = channels
+    for layer in range(layers):
+        outputs = channels if layer == layers - 1 else width
+        kernel = 3 if float(torch.rand(1, generator=generator)) < 0.5 else 1
+        weight = torch.randn(n * outputs, inputs, kernel, kernel, generator=generator)
+        bias = torch.randn(n * outputs, generator=generator) * 0.5
+        x = F.conv2d(x.reshape(1, n * inputs, height, width_px), weight, bias, padding=kernel // 2, groups=n)
+        x = x.reshape(n, outputs, height, width_px)
+        if layer < layers - 1:
+            x = F.leaky_relu(x, 0.2)
+        inputs = outputs
+    body = images > -0.999
+    flat = x.masked_fill(~body, float("nan")).flatten(1)
+    low = flat.nanquantile(0.005, dim=1).view(n, 1, 1, 1)
+    high = flat.nanquantile(0.995, dim=1).view(n, 1, 1, 1)
+    low, high = torch.nan_to_num(low, nan=0.0), torch.nan_to_num(high, nan=1.0)
+    stretched = ((x - low) / (high - low).clamp_min(1e-6) * 2.0 - 1.0).clamp(-1.0, 1.0)
+    alpha = torch.rand(n, 1, 1, 1, generator=generator)
+    changed = torch.where(body, alpha * stretched + (1.0 - alpha) * images, images)
+    return torch.where(chosen.view(n, 1, 1, 1), changed, images)

@@ -17,8 +17,12 @@ ARM_RECIPES = {
     "low5": ("low", None, "classic"),
     "low5+essnet": ("low", "essnet", "classic"),
     "low5+cyclegan": ("low", "cyclegan", "classic"),
+    # beyond the paper: the CT slices themselves, each given a random appearance (augment.random_appearance)
+    "real+ct": ("train", "ct", "classic"),
     "monai": ("train", None, "monai"),
 }
+# The arms a shipped U-Net may come from: the classic network on every real training patient.
+FULL_DATA_ARMS = tuple(arm for arm, (part, _, kind) in ARM_RECIPES.items() if part == "train" and kind == "classic")
 
 
 @dataclass
@@ -43,6 +47,7 @@ class DataOptions:
     organ_contrast: float = 0.0  # stage 2 only: log-range of the liver's own brightness jitter (0 = off)
     organ_gamma: float = 0.0  # stage 2 only: log-range of a power on the liver's values (dark parenchyma, bright vessels)
     bias_field: float = 0.0  # stage 2 only: log-range of a smooth multiplicative field (MR coil falloff; 0 = off)
+    random_appearance: float = 0.0  # stage 2 only: share of real MR slices given a random appearance (0 = off)
     elastic_px: float = 0.0  # stage 2 only: largest smooth elastic displacement in grid pixels (4: 0.902, not kept)
 
 

@@ -24,7 +24,7 @@ from .checkpoint import read_json, write_json
 from .cohorts import load_case, make_split, phantom_cases, real_cases, select
 from .distributed import DistributedContext, unwrap
 from .evaluate import as_loaded_model, mean_sd, mean_volume_dice, score_segmentation
-from .presets import ARM_RECIPES, preset_from_dict
+from .presets import ARM_RECIPES, FULL_DATA_ARMS, preset_from_dict
 from .report import write_report
 from .slices import build_slice_set
 from .train_segmentation import train_segmentation
@@ -166,6 +166,8 @@ class Study:
                           seed_dir / "contact_sheet.png",
                           "held-out CT patients: CT / EssNet MR / CycleGAN MR (orange: CT liver label)")
         synthetic_sets = {tag: build_slice_set(cases, grid) for tag, cases in synthetic_train.items()}
+        if any(ARM_RECIPES[arm][1] == "ct" for arm in self.arms()):
+            synthetic_sets["ct"], suffixes["ct"] = self.ct_train, ""
         results["synthetic_slices"] = {tag: len(s) for tag, s in synthetic_sets.items()}
 
         for arm in self.arms():
@@ -252,7 +254,8 @@ class Study:
                  f"{f' + {len(synthetic_sets[synthetic])} synthetic ({synthetic})' if synthetic else ''}, {kind})")
         network, history, best = self._timed(
             f"seed{seed}/arm_{folder}", train_segmentation, job_dir, real_set,
-            synthetic_sets.get(synthetic), self.preset, seed, self.context, kind, validate, self.device)
+            synthetic_sets.get(synthetic), self.preset, seed, self.context, kind, validate, self.device,
+            restyle_synthetic=synthetic == "ct")
         scores = read_json(job_dir / "scores.json")
         if scores is None and self.context.is_main:
             scores = score_segmentation(as_loaded_model(network, card), self.mr_val_cases, self.val_volumes)
@@ -273,7 +276,7 @@ class Study:
 
     def arms(self) -> tuple:
         available = {tag for tag, _ in self.synthesis_models()}
-        return tuple(arm for arm in self.preset.arms if ARM_RECIPES[arm][1] in available | {None})
+        return tuple(arm for arm in self.preset.arms if ARM_RECIPES[arm][1] in available | {None, "ct"})
 
     def scoring_card(self, seed: int):
         """The card a stage-2 network is scored under (grid, preprocessing): the shipped U-Net's, as users run it."""
@@ -309,7 +312,7 @@ class Study:
     def shipped_arm(summary: dict):
         """The arm whose U-Net is shipped: the full-data classic arm with the best mean validation 3D Dice over
         seeds (model selection, as for checkpoints); None when only low-data or peer arms ran."""
-        candidates = [a for a in ("real", "real+essnet", "real+cyclegan") if a in summary]
+        candidates = [a for a in FULL_DATA_ARMS if a in summary]
         return max(candidates, key=lambda a: summary[a]["mean_dice"]["mean"]) if candidates else None
 
     def score_with_tta(self, per_seed: dict, summary: dict) -> dict:

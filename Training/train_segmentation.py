@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .augment import bias_field_jitter, organ_contrast_jitter
+from .augment import bias_field_jitter, organ_contrast_jitter, random_appearance
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import unwrap
 from .loop import job_done, mark_done, run_loop
@@ -19,9 +19,10 @@ from .weight_average import WeightAverage
 
 
 def train_segmentation(job_dir, real_set, synthetic_set, preset, seed: int, context, kind: str = "classic",
-                       validate=None, device="cpu", total=None):
+                       validate=None, device="cpu", total=None, restyle_synthetic: bool = False):
     """Train one arm; ``validate(network) -> float`` (mean 3D Dice on validation patients) picks the best
-    checkpoint. Returns ``(best network, history, best record)``; resumes from the job folder."""
+    checkpoint. Returns ``(best network, history, best record)``; resumes from the job folder.
+    ``restyle_synthetic``: every synthetic slice gets a random appearance (the ``real+ct`` arm's CT slices)."""
     options = preset.segmentation
     total = int(total if total is not None else options.iterations)
     job_dir = Path(job_dir)
@@ -71,6 +72,10 @@ def train_segmentation(job_dir, real_set, synthetic_set, preset, seed: int, cont
                                            preset.data.organ_gamma)
         if preset.data.bias_field > 0:  # drawn only when asked for: runs without it keep their random stream
             images = bias_field_jitter(images, generator, preset.data.bias_field)
+        if preset.data.random_appearance > 0:
+            images[:real_count] = random_appearance(images[:real_count], generator, share=preset.data.random_appearance)
+        if mixing and restyle_synthetic:
+            images[real_count:] = random_appearance(images[real_count:], generator)
         network.train()
         optimizer.zero_grad(set_to_none=True)
         with autocast():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from Training.augment import (bias_field_jitter, crop_or_pad, elastic_displacement, organ_contrast_jitter,
-                              random_affine)
+                              random_affine, random_appearance)
 from Training.cohorts import Case, low_data_subset, make_split, real_cases, split_patients
 from Training.sampling import batch_indices
 from Training.slices import build_slice_set, mr_intensity_spec, to_model_grid
@@ -158,6 +158,27 @@ def test_bias_field_is_a_smooth_bounded_gain_that_keeps_the_background():
     assert gain.flatten(1).mean(1).std() > 0.02  # slices get different fields
     again = bias_field_jitter(image, torch.Generator().manual_seed(3), strength=0.5)
     torch.testing.assert_close(again, jittered)  # the generator decides everything
+
+
+def test_random_appearance_remaps_tissue_brightness_and_keeps_the_background():
+    image = torch.full((64, 1, 40, 40), -1.0)  # background, then two tissues side by side
+    image[:, :, 4:36, 4:20] = -0.2  # "fat"
+    image[:, :, 4:36, 20:36] = 0.4  # "liver"
+    changed = random_appearance(image, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(changed[..., :4, :], image[..., :4, :])  # background stays -1
+    assert changed.min() >= -1.0 and changed.max() <= 1.0
+    fat, liver = changed[:, 0, 20, 10], changed[:, 0, 20, 28]  # the middle of each tissue
+    # Not a mere gain: the order of the two tissues flips in some images, which no gamma or gain can do.
+    assert (fat > liver + 0.05).sum() > 5 and (liver > fat + 0.05).sum() > 5
+    assert (fat - image[:, 0, 20, 10]).abs().max() > 0.3
+    inside = changed[:, 0, 8:32, 8:16]  # away from the edges a tissue stays one brightness: anatomy untouched
+    assert (inside.amax((1, 2)) - inside.amin((1, 2))).max() < 1e-4
+    torch.testing.assert_close(random_appearance(image, torch.Generator().manual_seed(0)), changed)
+    kept = random_appearance(image, torch.Generator().manual_seed(0), share=0.0)
+    torch.testing.assert_close(kept, image)
+    some = random_appearance(image, torch.Generator().manual_seed(1), share=0.3)
+    touched = (some != image).flatten(1).any(1).float().mean()
+    assert 0.1 < touched < 0.5
 
 
 def test_organ_gamma_darkens_parenchyma_more_than_vessels():

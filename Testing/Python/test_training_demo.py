@@ -216,6 +216,27 @@ def test_a_run_of_real_only_arms_trains_no_synthesis_model(tmp_path):
     assert Study(tmp_path / "other", preset, stream=io.StringIO()).synthesis_models() == (("essnet", True),)
 
 
+def test_the_ct_arm_learns_from_restyled_ct_slices_and_trains_no_synthesis_model(tmp_path, monkeypatch):
+    import Training.train_segmentation as loop
+    from Training.report import write_report
+    from Training.study import Study
+
+    restyled = []
+    original = loop.random_appearance
+    monkeypatch.setattr(loop, "random_appearance", lambda images, *a, **k: restyled.append(len(images)) or
+                        original(images, *a, **k))
+    preset = _micro_preset()
+    preset.arms = ("real", "real+ct")
+    run_dir = tmp_path / "run"
+    study = Study(run_dir, preset, stream=io.StringIO())
+    assert study.synthesis_models() == () and study.arms() == ("real", "real+ct")
+    results = study.run()
+    assert set(results["summary"]) == {"real", "real+ct"} and not list((run_dir / "seed0").glob("stage1_*"))
+    assert results["per_seed"]["0"]["synthetic_slices"] == {"ct": len(study.ct_train)}
+    assert restyled == [preset.segmentation.batch_size // 2] * preset.segmentation.iterations  # the CT half only
+    assert "real MR + CT with random appearance" in write_report(run_dir).read_text()
+
+
 def test_more_seeds_can_be_added_to_an_existing_run(tmp_path):
     from Training.study import Study
 

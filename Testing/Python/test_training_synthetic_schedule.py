@@ -53,3 +53,27 @@ def test_synthetic_first_then_real_alone(tmp_path, slice_sets):
     assert draws == [("synthetic", 2)] * 3 + [("real", 2)] * 3
     draws = drawn_batches(tmp_path / "half", slice_sets, synthetic_fraction=0.5, synthetic_until=4)
     assert draws == [("real", 1), ("synthetic", 1)] * 4 + [("real", 2)] * 2
+
+
+def test_random_appearance_reaches_the_slices_it_is_asked_for(tmp_path, slice_sets, monkeypatch):
+    """``real+ct`` restyles every CT slice and no real one; ``data.random_appearance`` restyles real slices."""
+    import Training.train_segmentation as loop
+
+    calls = []
+
+    def recording(images, generator, share=1.0, **kwargs):
+        calls.append((images.shape[0], share))
+        return images
+
+    monkeypatch.setattr(loop, "random_appearance", recording)
+    real, synthetic = slice_sets
+    preset = get_preset("demo")
+    preset.segmentation = dataclasses.replace(preset.segmentation, base=4, crop=32, batch_size=4, decay_from=3,
+                                              checkpoint_every=100, synthetic_fraction=0.25)
+    train_segmentation(tmp_path / "ct", real, synthetic, preset, 0, DistributedContext(), total=2,
+                       restyle_synthetic=True)
+    assert calls == [(1, 1.0)] * 2  # the one synthetic slice of each batch of 4
+    calls.clear()
+    preset.data = dataclasses.replace(preset.data, random_appearance=0.3)
+    train_segmentation(tmp_path / "mr", real, None, preset, 0, DistributedContext(), total=2)
+    assert calls == [(4, 0.3)] * 2
