@@ -125,7 +125,8 @@ def random_appearance(images: torch.Tensor, generator: torch.Generator, layers: 
 
     Any monotone or non-monotone remapping of tissue brightness, plus a little texture, is on offer (fat bright or
     dark, liver above or below muscle), so a network shown these learns the organ's shape and its neighbours
-    rather than one scanner's contrast (global intensity non-linear augmentation, Ouyang et al., MedIA 2022).
+    rather than one scanner's contrast (the global intensity non-linear augmentation of Ouyang et al., IEEE TMI
+    2022, doi 10.1109/TMI.2022.3224067).
     It also makes CT slices usable beside real MR without a translation network.
     """
     n, channels, height, width_px = images.shape
