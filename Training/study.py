@@ -24,6 +24,7 @@ from .checkpoint import read_json, write_json
 from .cohorts import load_case, make_split, phantom_cases, real_cases, select
 from .distributed import DistributedContext, unwrap
 from .evaluate import as_loaded_model, mean_sd, mean_volume_dice, score_segmentation
+from .other_mr import other_mr_case, score_other_mr
 from .presets import ARM_RECIPES, FULL_DATA_ARMS, preset_from_dict
 from .report import write_report
 from .slices import build_slice_set
@@ -132,6 +133,7 @@ class Study:
             per_seed[str(seed)] = self.run_seed(seed, grid)
         results = self.summarise(per_seed)
         results["test_time_augmentation"] = self.score_with_tta(per_seed, results["summary"])
+        results["other_mr"] = self.check_other_mr(per_seed)
         if self.context.is_main:
             write_json(results, self.run_dir / "results.json")
             self.export_models(results)
@@ -250,12 +252,16 @@ class Study:
                                                     self.val_volumes)
         folder = folder or arm
         job_dir = seed_dir / "arms" / folder
-        self.log(f"seed {seed}: stage 2, arm {arm} ({len(real_set)} real slices"
-                 f"{f' + {len(synthetic_sets[synthetic])} synthetic ({synthetic})' if synthetic else ''}, {kind})")
+        extra = ""
+        if synthetic:
+            what = "CT slices given random appearances" if synthetic == "ct" else f"synthetic ({synthetic})"
+            extra = f" + {len(synthetic_sets[synthetic])} {what}"
+        self.log(f"seed {seed}: stage 2, arm {arm} ({len(real_set)} real slices{extra}, {kind})")
         network, history, best = self._timed(
             f"seed{seed}/arm_{folder}", train_segmentation, job_dir, real_set,
             synthetic_sets.get(synthetic), self.preset, seed, self.context, kind, validate, self.device,
-            restyle_synthetic=synthetic == "ct")
+            restyle_synthetic=synthetic == "ct",
+            synthetic_fraction=self.preset.segmentation.ct_fraction if synthetic == "ct" else None)
         scores = read_json(job_dir / "scores.json")
         if scores is None and self.context.is_main:
             scores = score_segmentation(as_loaded_model(network, card), self.mr_val_cases, self.val_volumes)
@@ -305,13 +311,16 @@ class Study:
 
         return {"preset": self.preset.to_dict(), "split": self.split, "seeds": list(self.preset.seeds),
                 "label_quality": label_survey(self.cases["MR"], self.cases["CT"]),
-                "summary": summary, "shape_consistency": shape, "per_seed": clean, "timings": self.timings,
+                "summary": summary, "shipped_arm": self.shipped_arm(summary), "shape_consistency": shape,
+                "per_seed": clean, "timings": self.timings,
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
-    @staticmethod
-    def shipped_arm(summary: dict):
-        """The arm whose U-Net is shipped: the full-data classic arm with the best mean validation 3D Dice over
-        seeds (model selection, as for checkpoints); None when only low-data or peer arms ran."""
+    def shipped_arm(self, summary: dict):
+        """The arm whose U-Net is shipped: the preset's ``ship_arm`` if it ran, else the full-data classic arm with
+        the best mean validation 3D Dice over seeds (model selection, as for checkpoints); None when only
+        low-data or peer arms ran."""
+        if self.preset.ship_arm in summary:
+            return self.preset.ship_arm
         candidates = [a for a in FULL_DATA_ARMS if a in summary]
         return max(candidates, key=lambda a: summary[a]["mean_dice"]["mean"]) if candidates else None
 
@@ -331,6 +340,15 @@ class Study:
                                  self.mr_val_cases, self.val_volumes, test_time_augmentation=True)
             write_json(scores, path)
         return {"arm": arm, "seed": seed, "scores": self.context.broadcast_object(scores)}
+
+    def check_other_mr(self, per_seed: dict) -> dict:
+        """Every U-Net on an MR of another contrast (``other_mr``), where the shared data has it: a robustness
+        check, reported apart from the validation scores."""
+        case = other_mr_case(self.preset.data.data_root or None) if self.preset.data.source == "real" else None
+        if case is None or not self.context.is_main:
+            return {}
+        networks = {seed: result["networks"] for seed, result in per_seed.items()}
+        return self._timed("other_mr", score_other_mr, case, networks, self.scoring_card)
 
     def export_models(self, results: dict) -> None:
         """fp16 safetensors + cards of the first seed's EssNet generators and real-only U-Net in ``models/``."""
@@ -381,10 +399,16 @@ class Study:
         tta = results.get("test_time_augmentation", {})
         if tta.get("arm") == arm:  # what the same network scores with --tta
             metrics["mean_dice_tta"] = tta["scores"]["mean_dice"]
+        other = results.get("other_mr", {}).get(arm, {}).get("per_seed", {}).get(str(seed))
+        if other:  # the check beyond the validation patients (Training/other_mr.py)
+            metrics["other_mr_dice"] = other["dice"]
+        why = ("the preset's shipped arm" if arm == self.preset.ship_arm else
+               "best mean 3D Dice of the full-data arms on the validation patients")
+        trained_on = "T2 MR and CT slices given random appearances" if arm == "real+ct" else "T2 MR"
         card = segmentation_card(
             self.preset, prefix + "liver-unet-mr", dict(training, arm=arm),
-            description=f"Liver U-Net on T2 MR ({self.preset.name} preset), arm '{arm}' (best mean 3D Dice of the "
-                        f"full-data arms on the validation patients); classic U-Net, CE + Dice", metrics=metrics)
+            description=f"Liver U-Net for MR, trained on {trained_on} ({self.preset.name} preset), arm '{arm}' "
+                        f"({why}); classic U-Net, CE + Dice", metrics=metrics)
         save_model(first["networks"][arm], card, folder / card.name, dtype=torch.float16)
 
 

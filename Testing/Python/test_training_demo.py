@@ -233,7 +233,9 @@ def test_the_ct_arm_learns_from_restyled_ct_slices_and_trains_no_synthesis_model
     results = study.run()
     assert set(results["summary"]) == {"real", "real+ct"} and not list((run_dir / "seed0").glob("stage1_*"))
     assert results["per_seed"]["0"]["synthetic_slices"] == {"ct": len(study.ct_train)}
-    assert restyled == [preset.segmentation.batch_size // 2] * preset.segmentation.iterations  # the CT half only
+    ct_slices = round(preset.segmentation.batch_size * preset.segmentation.ct_fraction)  # ct_fraction, not
+    assert ct_slices != round(preset.segmentation.batch_size * preset.segmentation.synthetic_fraction)  # EssNet's
+    assert restyled == [ct_slices] * preset.segmentation.iterations  # the CT slices of each batch, no real one
     assert "real MR + CT with random appearance" in write_report(run_dir).read_text()
 
 
@@ -303,3 +305,23 @@ def test_the_paper_preset_builds_the_papers_networks_on_a_grid_they_fit():
     for card in (synthesis_card(preset, "g", "CT->MR", {}), segmentation_card(preset, "u", {})):
         card.validate()
         card.check_grid_fits_network()
+
+
+def test_the_preset_names_the_shipped_arm_else_the_best_full_data_arm_ships():
+    from types import SimpleNamespace
+
+    from Training.presets import get_preset
+    from Training.study import Study
+
+    def dice(value):
+        return {"mean_dice": {"mean": value}}
+
+    summary = {"real": dice(0.907), "real+ct": dice(0.906), "low5": dice(0.95), "monai": dice(0.96)}
+    cpu = get_preset("cpu")
+    assert cpu.ship_arm == "real+ct" and "real+ct" in cpu.arms
+    assert Study.shipped_arm(SimpleNamespace(preset=cpu), summary) == "real+ct"
+    best = get_preset("paper")
+    assert best.ship_arm == ""
+    assert Study.shipped_arm(SimpleNamespace(preset=best), summary) == "real"  # low-data and peer arms never ship
+    assert Study.shipped_arm(SimpleNamespace(preset=cpu), {"real": dice(0.9)}) == "real"  # named arm not run
+    assert Study.shipped_arm(SimpleNamespace(preset=cpu), {"monai": dice(0.9)}) is None
