@@ -351,7 +351,7 @@ class Study:
         return self._timed("other_mr", score_other_mr, case, networks, self.scoring_card)
 
     def export_models(self, results: dict) -> None:
-        """fp16 safetensors + cards of the first seed's EssNet generators and real-only U-Net in ``models/``."""
+        """fp16 safetensors + cards of the first seed's EssNet generators and shipped U-Net in ``models/``."""
         first = self._last[str(self.preset.seeds[0])]
         folder = self.run_dir / "models"
         folder.mkdir(exist_ok=True)
