@@ -193,7 +193,7 @@ def markdown(results: dict, config: dict, figures: list) -> str:
                   f"**{verdict(dice(shipped) > peer)}** ({dice(shipped):.4f} vs {peer:.4f}), like for like (both on "
                   f"real MR only) **{verdict(real > peer)}** ({real:.4f} vs {peer:.4f}).", ""]
     lines += _tta_lines(results)
-    lines += _other_mr_lines(results)
+    lines += _other_mr_lines(results, figures)
     shape = results.get("shape_consistency", {})
     if shape:
         lines += ["## Shape consistency of the synthesis models", "",
@@ -236,7 +236,9 @@ def markdown(results: dict, config: dict, figures: list) -> str:
                  f" weight {preset['segmentation']['organ_weight']:g}, dropped when shipped"
                  if preset["segmentation"].get("organ_weight") else "") + "), Adam "
               f"{preset['segmentation']['lr']}, batch {preset['segmentation']['batch_size']} "
-              f"({int(preset['segmentation']['synthetic_fraction'] * 100)} % synthetic in mixed arms), "
+              f"({int(preset['segmentation']['synthetic_fraction'] * 100)} % synthetic in mixed arms"
+              + (f", {int(preset['segmentation']['ct_fraction'] * 100)} % CT with random appearances in real+ct"
+                 if "real+ct" in preset.get("arms", ()) else "") + "), "
               f"{preset['segmentation']['iterations']} iterations, validation every "
               f"{preset['segmentation']['eval_every']}; MONAI peer channels {preset['segmentation']['monai_channels']},"
               f" {preset['segmentation']['monai_num_res_units']} residual units.", ""]
@@ -247,7 +249,7 @@ def markdown(results: dict, config: dict, figures: list) -> str:
     return "\n".join(lines)
 
 
-def _other_mr_lines(results: dict) -> list:
+def _other_mr_lines(results: dict, figures=()) -> list:
     """Each U-Net on an MR of another contrast (``Training/other_mr.py``): a check beside the validation scores."""
     other = results.get("other_mr") or {}
     if not other:
@@ -265,6 +267,8 @@ def _other_mr_lines(results: dict) -> list:
     shipped = results.get("shipped_arm")
     if shipped in other:
         lines += ["", f"The shipped U-Net comes from arm {shipped}."]
+    if "other_mr.png" in figures:
+        lines += ["", "Each U-Net's outline on that scan: other_mr.png (seed " + str(results["seeds"][0]) + ")."]
     return lines + [""]
 
 
@@ -428,6 +432,11 @@ def write_report(run_dir, out=None) -> Path:
             _small_png(sheet, target)
         if target.exists():
             figures.append(target.name)
+    sheet, target = run_dir / "other_mr.png", out / "other_mr.png"
+    if sheet.exists() and sheet.resolve() != target.resolve():
+        _small_png(sheet, target)
+    if target.exists() and results.get("other_mr"):
+        figures.append(target.name)
     if out.resolve() != run_dir.resolve():
         shutil.copyfile(run_dir / "results.json", out / "results.json")
     path = out / "REPORT.md"

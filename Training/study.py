@@ -348,7 +348,8 @@ class Study:
         if case is None or not self.context.is_main:
             return {}
         networks = {seed: result["networks"] for seed, result in per_seed.items()}
-        return self._timed("other_mr", score_other_mr, case, networks, self.scoring_card)
+        return self._timed("other_mr", score_other_mr, case, networks, self.scoring_card,
+                           sheet=self.run_dir / "other_mr.png")
 
     def export_models(self, results: dict) -> None:
         """fp16 safetensors + cards of the first seed's EssNet generators and shipped U-Net in ``models/``."""

@@ -33,7 +33,7 @@ def translate_cases(loaded, cases, folder, tag: str, log=None) -> list:
     return synthetic
 
 
-def _mid_liver_slice(liver: np.ndarray) -> int:
+def mid_liver_slice(liver: np.ndarray) -> int:
     """The axial slice (canonical frame) with the most liver."""
     counts = liver.reshape(liver.shape[0], -1).sum(1)
     return int(np.argmax(counts))
@@ -57,7 +57,7 @@ def contact_sheet(rows, path, title: str = "") -> None:
     for row, (patient, ct, liver, synthetic) in enumerate(rows):
         frame = CanonicalFrame.of(ct)
         label = frame.to_canonical(liver.array)
-        k = _mid_liver_slice(label)
+        k = mid_liver_slice(label)
         panels = [("CT", frame.to_canonical(ct.array)[k], (-125, 275))]
         for name, volume in synthetic.items():
             image = frame.to_canonical(volume.array)[k]
