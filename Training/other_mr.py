@@ -57,16 +57,14 @@ def score_other_mr(case, networks_per_seed: dict, card_of, sheet=None) -> dict:
 def outline_sheet(case, outlines: dict, path) -> None:
     """One row at the slice with the most liver: the image with TotalSegmentator's outline, then each U-Net's
     outline (``{arm: label Volume}``) on the same image, anterior up."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
-    from SlicerEssNet.atomic import atomic_path
     from SlicerEssNet.geometry import CanonicalFrame
 
+    from .figures import pyplot, save_figure
     from .translate import mid_liver_slice
+
+    plt = pyplot()
 
     image, liver = case
     frame = CanonicalFrame.of(image)
@@ -87,8 +85,4 @@ def outline_sheet(case, outlines: dict, path) -> None:
         axis.set_yticks([])
     figure.suptitle("a T1-like MR (TotalSegmentator's example): the liver as each U-Net outlines it", fontsize=9)
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=80, format="png")
-    plt.close(figure)
+    save_figure(figure, path)

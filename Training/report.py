@@ -13,6 +13,7 @@ from pathlib import Path
 
 from SlicerEssNet.atomic import atomic_path
 
+from .figures import pyplot, save_figure
 from .presets import FULL_DATA_ARMS
 
 # Rafiq et al. 2025 (via a third-party summary; see /work/shared/reference/method-anchors.md) and CHAOS.
@@ -45,24 +46,8 @@ def _cell(stat: dict, digits: int) -> str:
     return text + (f" ± {stat['sd']:.{digits}f}" if stat["n"] > 1 else "")
 
 
-def _figure():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(figure, path: Path) -> None:
-    plt = _figure()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=80, format="png")
-    plt.close(figure)
-
-
 def plot_stage1(results: dict, path: Path) -> None:
-    plt = _figure()
+    plt = pyplot()
     keys = (("cycle", "cycle L1 (x10)"), ("G_adv_mr", "G adversarial (MR)"), ("D_mr", "D_MR"), ("seg", "segmentation"))
     figure, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8))
     for seed, run in results["per_seed"].items():
@@ -78,11 +63,11 @@ def plot_stage1(results: dict, path: Path) -> None:
     axes[0].legend(fontsize=7)
     figure.suptitle("stage 1: EssNet vs the plain-CycleGAN ablation (logged every 25 iterations)", fontsize=9)
     figure.tight_layout()
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_stage2(results: dict, path: Path) -> None:
-    plt = _figure()
+    plt = pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(10, 3.2))
     for seed, run in results["per_seed"].items():
         for arm, data in run["arms"].items():
@@ -100,12 +85,12 @@ def plot_stage2(results: dict, path: Path) -> None:
         axis.set_xlabel("iteration", fontsize=8)
     axes[0].legend(fontsize=7)
     figure.tight_layout()
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_per_patient(results: dict, path: Path) -> None:
     """Per-validation-patient 3D Dice of every arm (first seed): where the differences come from."""
-    plt = _figure()
+    plt = pyplot()
     run = results["per_seed"][str(results["seeds"][0])]
     arms = list(run["arms"])
     patients = sorted(run["arms"][arms[0]]["scores"]["per_volume"])
@@ -120,7 +105,7 @@ def plot_per_patient(results: dict, path: Path) -> None:
     axis.set_ylabel("3D Dice", fontsize=8)
     axis.legend(fontsize=6, ncol=2)
     figure.tight_layout()
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def markdown(results: dict, config: dict, figures: list) -> str:

@@ -45,12 +45,11 @@ def contact_sheet(rows, path, title: str = "") -> None:
     Each row shows the CT (window -125..275 HU) with the liver outline and each synthetic MR with the same
     outline: a translation that keeps the anatomy keeps the outline on the organ.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from SlicerEssNet.atomic import atomic_path
     from SlicerEssNet.geometry import CanonicalFrame
+
+    from .figures import pyplot, save_figure
+
+    plt = pyplot()
 
     columns = 1 + max(len(r[3]) for r in rows)
     figure, axes = plt.subplots(len(rows), columns, figsize=(2.6 * columns, 2.6 * len(rows)), squeeze=False)
@@ -76,11 +75,7 @@ def contact_sheet(rows, path, title: str = "") -> None:
     if title:
         figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=80, format="png")
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def sheet_rows(ct_cases, synthetic_by_model: dict, limit: int = 4) -> list:
