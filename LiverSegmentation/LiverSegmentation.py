@@ -60,7 +60,7 @@ class LiverSegmentationParameterNode:
     model / synthesisModel - model names; "" means the registry's default model for the task.
     device - auto (CUDA, then Apple MPS, then CPU), cpu, cuda or mps.
     allowModalityMismatch - go on (with a warning) when the input does not look like the model's modality.
-    testTimeAugmentation - average five slightly zoomed/rotated views of each slice (about +0.003 Dice, 4-5x the time).
+    testTimeAugmentation - average five slightly zoomed/rotated views of each slice (4-5x the time).
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -254,8 +254,8 @@ class LiverSegmentationLogic(EssNetLogicMixin, ScriptedLoadableModuleLogic):
         :param model: segmentation model name or .safetensors path; None is the registry's default
         :param synthesizeFirst: translate a CT to synthetic MR first (``synthesisModel``); ``keepSyntheticMR``
             also adds that image to the scene
-        :param testTimeAugmentation: average five slightly zoomed/rotated views of each slice (about +0.003
-            Dice on the shipped model's validation patients, 4-5x the time)
+        :param testTimeAugmentation: average five slightly zoomed/rotated views of each slice (4-5x the time;
+            what it changes for each model: Training/README.md)
         :param progressCallback: called with an ``EssNetSlicerLib.runs.RunStatus`` (``.fraction``, ``.text``)
         :param timeout: seconds; the run is cancelled when it takes longer
         :return: ``SegmentationResult(segmentationNode, liverVolumeMl, syntheticVolumeNode)``

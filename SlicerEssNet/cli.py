@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="keep every connected liver component (default: the largest only)")
             command.add_argument("--tta", action="store_true",
                                  help="test-time augmentation: average 5 zoomed/rotated views of each slice "
-                                      "(about +0.003 Dice, 4-5x the time)")
+                                      "(4-5x the time; its effect per model: Training/README.md)")
         command.add_argument("--preview", action="store_true",
                              help="also write <output>_preview.png: input and result side by side on a few slices")
         command.add_argument("--quiet", action="store_true", help="no progress bar")

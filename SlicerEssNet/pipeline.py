@@ -68,7 +68,7 @@ def run_model(volume: Volume, loaded, *, device: str = "auto", precision: str = 
     """Run a loaded model over every slice of ``volume``; the result lies on exactly the input's grid.
 
     ``test_time_augmentation``: segmentation only, average five zoomed/rotated views of each slice
-    (``test_time_augmentation.py``): about +0.003 Dice for five network passes (4-5x the time).
+    (``test_time_augmentation.py``): five network passes (4-5x the time).
     """
     import time
 

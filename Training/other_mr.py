@@ -39,12 +39,13 @@ def score_other_mr(case, networks_per_seed: dict, card_of, sheet=None) -> dict:
 
     image, liver = case
     scores, first_outlines = {}, {}
+    first_seed = next(iter(networks_per_seed), None)
     for seed, networks in networks_per_seed.items():
         for arm, network in networks.items():
             prediction = predict(as_loaded_model(network, card_of(int(seed))), image)
             result = evaluate(prediction, liver, label=1)
             scores.setdefault(arm, {"per_seed": {}})["per_seed"][str(seed)] = {k: result[k] for k in PER_VOLUME}
-            if seed == next(iter(networks_per_seed)):
+            if seed == first_seed:
                 first_outlines[arm] = prediction
     if sheet is not None and first_outlines:
         outline_sheet(case, first_outlines, sheet)

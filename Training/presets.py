@@ -10,6 +10,7 @@ import copy
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
 
+RESTYLED_CT = "ct"  # the synthetic source that is the CT slices themselves, each given a random appearance
 ARM_RECIPES = {
     # arm: (real training patients, synthetic source, network kind)
     "real": ("train", None, "classic"),
@@ -19,11 +20,20 @@ ARM_RECIPES = {
     "low5+essnet": ("low", "essnet", "classic"),
     "low5+cyclegan": ("low", "cyclegan", "classic"),
     # beyond the paper: the CT slices themselves, each given a random appearance (augment.random_appearance)
-    "real+ct": ("train", "ct", "classic"),
+    "real+ct": ("train", RESTYLED_CT, "classic"),
     "monai": ("train", None, "monai"),
 }
 # The arms a shipped U-Net may come from: the classic network on every real training patient.
 FULL_DATA_ARMS = tuple(arm for arm, (part, _, kind) in ARM_RECIPES.items() if part == "train" and kind == "classic")
+
+
+def choose_shipped_arm(ship_arm: str, summary: dict):
+    """The arm whose U-Net is shipped: ``ship_arm`` if it ran, else the full-data classic arm with the best mean
+    validation 3D Dice over seeds (model selection, as for checkpoints); None when only low-data or peer arms ran."""
+    if ship_arm in summary:
+        return ship_arm
+    candidates = [arm for arm in FULL_DATA_ARMS if arm in summary]
+    return max(candidates, key=lambda arm: summary[arm]["mean_dice"]["mean"]) if candidates else None
 
 
 @dataclass

@@ -14,7 +14,7 @@ from pathlib import Path
 from SlicerEssNet.atomic import atomic_path
 
 from .figures import pyplot, save_figure
-from .presets import FULL_DATA_ARMS
+from .presets import choose_shipped_arm
 
 # Rafiq et al. 2025 (via a third-party summary; see /work/shared/reference/method-anchors.md) and CHAOS.
 PAPER = {
@@ -167,8 +167,8 @@ def markdown(results: dict, config: dict, figures: list) -> str:
         def dice(arm):
             return summary.get(arm, {}).get("mean_dice", {}).get("mean", float("nan"))
 
-        # The shipped U-Net's arm (older results: the best full-data arm; the low-data arms answer another question).
-        shipped = results.get("shipped_arm") or max((a for a in FULL_DATA_ARMS if a in summary), key=dice)
+        # The shipped U-Net's arm (results written before it was recorded: the same rule again).
+        shipped = results.get("shipped_arm") or choose_shipped_arm(preset.get("ship_arm", ""), summary)
         peer, real = dice("monai"), dice("real")
         def verdict(ok):
             return "met" if ok else "not met"
@@ -410,18 +410,15 @@ def write_report(run_dir, out=None) -> Path:
     for name, plot in plots:
         plot(results, out / name)
         figures.append(name)
-    for seed in results["seeds"]:
-        sheet = run_dir / f"seed{seed}" / "contact_sheet.png"
-        target = out / f"contact_sheet_seed{seed}.png"
+    sheets = [(run_dir / f"seed{seed}" / "contact_sheet.png", out / f"contact_sheet_seed{seed}.png")
+              for seed in results["seeds"]]
+    if results.get("other_mr"):
+        sheets.append((run_dir / "other_mr.png", out / "other_mr.png"))
+    for sheet, target in sheets:  # figures the study drew: small copies beside the report
         if sheet.exists() and sheet.resolve() != target.resolve():
             _small_png(sheet, target)
         if target.exists():
             figures.append(target.name)
-    sheet, target = run_dir / "other_mr.png", out / "other_mr.png"
-    if sheet.exists() and sheet.resolve() != target.resolve():
-        _small_png(sheet, target)
-    if target.exists() and results.get("other_mr"):
-        figures.append(target.name)
     if out.resolve() != run_dir.resolve():
         shutil.copyfile(run_dir / "results.json", out / "results.json")
     path = out / "REPORT.md"

@@ -25,7 +25,7 @@ from .cohorts import load_case, make_split, phantom_cases, real_cases, select
 from .distributed import DistributedContext, unwrap
 from .evaluate import as_loaded_model, mean_sd, mean_volume_dice, score_segmentation
 from .other_mr import other_mr_case, score_other_mr
-from .presets import ARM_RECIPES, FULL_DATA_ARMS, preset_from_dict
+from .presets import ARM_RECIPES, RESTYLED_CT, choose_shipped_arm, preset_from_dict
 from .report import write_report
 from .slices import build_slice_set
 from .train_segmentation import train_segmentation
@@ -168,8 +168,8 @@ class Study:
                           seed_dir / "contact_sheet.png",
                           "held-out CT patients: CT / EssNet MR / CycleGAN MR (orange: CT liver label)")
         synthetic_sets = {tag: build_slice_set(cases, grid) for tag, cases in synthetic_train.items()}
-        if any(ARM_RECIPES[arm][1] == "ct" for arm in self.arms()):
-            synthetic_sets["ct"], suffixes["ct"] = self.ct_train, ""
+        if any(ARM_RECIPES[arm][1] == RESTYLED_CT for arm in self.arms()):
+            synthetic_sets[RESTYLED_CT], suffixes[RESTYLED_CT] = self.ct_train, ""
         results["synthetic_slices"] = {tag: len(s) for tag, s in synthetic_sets.items()}
 
         for arm in self.arms():
@@ -254,14 +254,13 @@ class Study:
         job_dir = seed_dir / "arms" / folder
         extra = ""
         if synthetic:
-            what = "CT slices given random appearances" if synthetic == "ct" else f"synthetic ({synthetic})"
+            what = "CT slices given random appearances" if synthetic == RESTYLED_CT else f"synthetic ({synthetic})"
             extra = f" + {len(synthetic_sets[synthetic])} {what}"
         self.log(f"seed {seed}: stage 2, arm {arm} ({len(real_set)} real slices{extra}, {kind})")
         network, history, best = self._timed(
             f"seed{seed}/arm_{folder}", train_segmentation, job_dir, real_set,
             synthetic_sets.get(synthetic), self.preset, seed, self.context, kind, validate, self.device,
-            restyle_synthetic=synthetic == "ct",
-            synthetic_fraction=self.preset.segmentation.ct_fraction if synthetic == "ct" else None)
+            restyle_synthetic=synthetic == RESTYLED_CT)
         scores = read_json(job_dir / "scores.json")
         if scores is None and self.context.is_main:
             scores = score_segmentation(as_loaded_model(network, card), self.mr_val_cases, self.val_volumes)
@@ -282,7 +281,7 @@ class Study:
 
     def arms(self) -> tuple:
         available = {tag for tag, _ in self.synthesis_models()}
-        return tuple(arm for arm in self.preset.arms if ARM_RECIPES[arm][1] in available | {None, "ct"})
+        return tuple(arm for arm in self.preset.arms if ARM_RECIPES[arm][1] in available | {None, RESTYLED_CT})
 
     def scoring_card(self, seed: int):
         """The card a stage-2 network is scored under (grid, preprocessing): the shipped U-Net's, as users run it."""
@@ -316,13 +315,8 @@ class Study:
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
     def shipped_arm(self, summary: dict):
-        """The arm whose U-Net is shipped: the preset's ``ship_arm`` if it ran, else the full-data classic arm with
-        the best mean validation 3D Dice over seeds (model selection, as for checkpoints); None when only
-        low-data or peer arms ran."""
-        if self.preset.ship_arm in summary:
-            return self.preset.ship_arm
-        candidates = [a for a in FULL_DATA_ARMS if a in summary]
-        return max(candidates, key=lambda a: summary[a]["mean_dice"]["mean"]) if candidates else None
+        """The arm whose U-Net is shipped (``presets.choose_shipped_arm`` with the preset's ``ship_arm``)."""
+        return choose_shipped_arm(self.preset.ship_arm, summary)
 
     def score_with_tta(self, per_seed: dict, summary: dict) -> dict:
         """The shipped U-Net (first seed) scored again with test-time augmentation: what ``--tta`` (the
@@ -405,7 +399,8 @@ class Study:
             metrics["other_mr_dice"] = other["dice"]
         why = ("the preset's shipped arm" if arm == self.preset.ship_arm else
                "best mean 3D Dice of the full-data arms on the validation patients")
-        trained_on = "T2 MR and CT slices given random appearances" if arm == "real+ct" else "T2 MR"
+        trained_on = ("T2 MR and CT slices given random appearances" if ARM_RECIPES[arm][1] == RESTYLED_CT
+                      else "T2 MR")
         card = segmentation_card(
             self.preset, prefix + "liver-unet-mr", dict(training, arm=arm),
             description=f"Liver U-Net for MR, trained on {trained_on} ({self.preset.name} preset), arm '{arm}' "

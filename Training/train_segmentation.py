@@ -19,12 +19,11 @@ from .weight_average import WeightAverage
 
 
 def train_segmentation(job_dir, real_set, synthetic_set, preset, seed: int, context, kind: str = "classic",
-                       validate=None, device="cpu", total=None, restyle_synthetic: bool = False,
-                       synthetic_fraction=None):
+                       validate=None, device="cpu", total=None, restyle_synthetic: bool = False):
     """Train one arm; ``validate(network) -> float`` (mean 3D Dice on validation patients) picks the best
     checkpoint. Returns ``(best network, history, best record)``; resumes from the job folder.
-    ``restyle_synthetic``: every synthetic slice gets a random appearance (the ``real+ct`` arm's CT slices);
-    ``synthetic_fraction``: the share of each batch they make up (default: the preset's ``synthetic_fraction``)."""
+    ``restyle_synthetic``: the synthetic set is CT slices (the ``real+ct`` arm): each gets a random appearance,
+    and they make up ``ct_fraction`` of each batch instead of ``synthetic_fraction``."""
     options = preset.segmentation
     total = int(total if total is not None else options.iterations)
     job_dir = Path(job_dir)
@@ -44,7 +43,7 @@ def train_segmentation(job_dir, real_set, synthetic_set, preset, seed: int, cont
     average = WeightAverage(segmenter(), options.ema_decay) if options.ema_decay > 0 else None
     best = {"score": -1.0, "iteration": 0}
     best_path = job_dir / "best.pt"
-    fraction = options.synthetic_fraction if synthetic_fraction is None else synthetic_fraction
+    fraction = options.ct_fraction if restyle_synthetic else options.synthetic_fraction
     n_synthetic = int(round(options.batch_size * fraction)) if synthetic_set else 0
     n_real = options.batch_size - n_synthetic
 

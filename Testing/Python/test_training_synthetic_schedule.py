@@ -69,7 +69,7 @@ def test_random_appearance_reaches_the_slices_it_is_asked_for(tmp_path, slice_se
     real, synthetic = slice_sets
     preset = get_preset("demo")
     preset.segmentation = dataclasses.replace(preset.segmentation, base=4, crop=32, batch_size=4, decay_from=3,
-                                              checkpoint_every=100, synthetic_fraction=0.25)
+                                              checkpoint_every=100, ct_fraction=0.25)
     train_segmentation(tmp_path / "ct", real, synthetic, preset, 0, DistributedContext(), total=2,
                        restyle_synthetic=True)
     assert calls == [(1, 1.0)] * 2  # the one synthetic slice of each batch of 4
