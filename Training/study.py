@@ -28,6 +28,7 @@ from .other_mr import other_mr_case, score_other_mr
 from .presets import ARM_RECIPES, RESTYLED_CT, choose_shipped_arm, preset_from_dict
 from .report import write_report
 from .slices import build_slice_set
+from .study_progress import StudyProgress
 from .train_segmentation import train_segmentation
 from .train_synthesis import train_synthesis
 from .translate import contact_sheet, sheet_rows, translate_cases
@@ -73,6 +74,7 @@ class Study:
                            self.run_dir / "config.json")
             self.context.barrier()
         self.timings = read_json(self.run_dir / "timings.json") or {}
+        self.progress = StudyProgress([], self.log)
 
     # --- plumbing ----------------------------------------------------------------------------------------
     def log(self, message: str) -> None:
@@ -128,6 +130,8 @@ class Study:
         self.ct_val_cases = self.cases_of("CT", "val")
         self.val_volumes = {case.patient: load_case(case) for case in self.mr_val_cases}
         self.log(f"slices: CT train {len(self.ct_train)}, MR train {len(self.mr_train)}, MR low-data {len(self.mr_low)}")
+        self.progress = StudyProgress([f"seed{seed}/{job}" for seed in preset.seeds for job in self.planned_jobs()],
+                                      self.log)
         per_seed = {}
         for seed in preset.seeds:
             per_seed[str(seed)] = self.run_seed(seed, grid)
@@ -236,6 +240,9 @@ class Study:
             if judge is not None:
                 consistency = score_segmentation(judge, synthetic_val, allow_modality_mismatch=True)
         consistency = self.context.broadcast_object(consistency)
+        self.progress.finished(f"seed{seed}/stage1_{tag}{suffix}",
+                               sum(self.timings.get(f"seed{seed}/{step}_{tag}{suffix}", 0.0)
+                                   for step in ("stage1", "translate")))
         return {"sides": sides, "suffix": suffix, "shape_consistency": consistency,
                 "synthetic_train": self.context.broadcast_object(synthetic_train),
                 "synthetic_val": self.context.broadcast_object(synthetic_val),
@@ -268,6 +275,7 @@ class Study:
         scores = self.context.broadcast_object(scores)
         self.log(f"seed {seed}: arm {arm}: 3D Dice {scores['mean_dice']:.4f}, pooled 2D Dice "
                  f"{scores['pooled_dice_2d']:.4f} (best at iteration {best['iteration']})")
+        self.progress.finished(f"seed{seed}/arm_{arm}", self.timings.get(f"seed{seed}/arm_{folder}", 0.0))
         return {"scores": scores, "history": history, "best": best, "parameters": _count(network),
                 "folder": job_dir.name}, network
 
@@ -282,6 +290,10 @@ class Study:
     def arms(self) -> tuple:
         available = {tag for tag, _ in self.synthesis_models()}
         return tuple(arm for arm in self.preset.arms if ARM_RECIPES[arm][1] in available | {None, RESTYLED_CT})
+
+    def planned_jobs(self) -> list:
+        """The training jobs of one seed (a synthesis model that fails the gate adds its retries)."""
+        return [f"arm_{arm}" for arm in self.arms()] + [f"stage1_{tag}" for tag, _ in self.synthesis_models()]
 
     def scoring_card(self, seed: int):
         """The card a stage-2 network is scored under (grid, preprocessing): the shipped U-Net's, as users run it."""

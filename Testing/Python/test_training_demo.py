@@ -43,6 +43,10 @@ def test_micro_study_end_to_end(tmp_path, capsys):
     log = io.StringIO()
     study = Study(run_dir, _micro_preset(), stream=log)
     results = study.run()
+    # After each training job the study says how far it is: 6 arms and 2 synthesis models for the one seed.
+    progress = [line for line in log.getvalue().splitlines() if "training jobs done" in line]
+    assert len(progress) == 8 and progress[0].startswith("[study] progress: 1 of 8 training jobs done (seed 0, arm ")
+    assert "left" in progress[0] and progress[-1].startswith("[study] progress: 8 of 8") and "left" not in progress[-1]
 
     config = json.loads((run_dir / "config.json").read_text())
     split = config["split"]
@@ -263,7 +267,10 @@ def test_stage1_gate_retrains_a_failed_synthesis_model_from_another_seed(tmp_pat
     preset.synthesis = dataclasses.replace(preset.synthesis, seg_weight=1.0, min_shape_consistency=1.01,
                                            max_attempts=2)  # no translation reaches 1.01: every attempt fails
     run_dir = tmp_path / "run"
-    results = Study(run_dir, preset, stream=io.StringIO()).run()
+    log = io.StringIO()
+    results = Study(run_dir, preset, stream=log).run()
+    # The retry is a training job the plan did not have: real, essnet, its retry, real+essnet.
+    assert "progress: 3 of 4 training jobs done (seed 0, stage 1, essnet, attempt 2: " in log.getvalue()
 
     stage = results["per_seed"]["0"]["stage1"]["essnet"]
     assert [a["seed"] for a in stage["attempts"]] == [0, 1000]
