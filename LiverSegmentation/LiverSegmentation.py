@@ -34,7 +34,8 @@ class LiverSegmentation(ScriptedLoadableModule):
         self.parent.helpText = _("""
 Segments the liver on an abdominal MR volume with a U-Net, slice by slice, and adds a segmentation with one segment
 "Liver" (SNOMED CT terminology, reference geometry set) beside the input, with its volume in mL. For a CT input,
-tick "Input is CT": it is first translated to synthetic MR with EssNet (CT to MRI Synthesis module). The work runs in
+tick "Input is CT": it is first translated to synthetic MR with EssNet (CT to MRI Synthesis module); with the shipped
+models this route finds only part of a CT's liver (see docs/TROUBLESHOOTING.md for a better one). The work runs in
 a separate process: Slicer stays responsive, Cancel stops it, and nothing is added to the scene unless it succeeds.
 Scripting: <code>LiverSegmentationLogic().process(inputVolume)</code>. See the
 <a href="https://github.com/SlicerEssNet/SlicerEssNet/blob/main/docs/SLICER.md">module documentation</a>.

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from . import __version__
-from .errors import EssNetError, ModalityMismatchWarning
+from .errors import EssNetError, ModalityMismatchError, ModalityMismatchWarning
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "segment":
             command.add_argument("--all-components", action="store_true",
                                  help="keep every connected liver component (default: the largest only)")
+            command.add_argument("--from-ct", action="store_true",
+                                 help="the input is a CT: translate it to synthetic MR first (in memory), then "
+                                      "segment; the labels lie on the CT's grid")
+            command.add_argument("--synthesis-model",
+                                 help="with --from-ct: the CT -> MR model (default: the default synthesis model)")
             command.add_argument("--tta", action="store_true",
                                  help="test-time augmentation: average 5 zoomed/rotated views of each slice "
                                       "(4-5x the time; its effect per model: Training/README.md)")
@@ -101,6 +106,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "synthesis_model", None) and not args.from_ct:
+        parser.error("--synthesis-model names the CT -> MR model of --from-ct: add --from-ct, or drop it")
     try:
         return int(args.handler(args) or EXIT_OK)
     except EssNetError as error:
@@ -155,6 +162,8 @@ def _run_task(args) -> int:
     import_torch(args.threads)
     pairs = _cases(Path(args.input), Path(args.output), args.default_suffix)
     loaded = resolve_model(args.model, args.command)  # once, not per case
+    from_ct = getattr(args, "from_ct", False)
+    synthesis = resolve_model(args.synthesis_model, "synthesize") if from_ct else None
     failures = 0
     for index, (source, destination) in enumerate(pairs, start=1):
         label = f"[{index}/{len(pairs)}] {source.name}" if len(pairs) > 1 else source.name
@@ -162,8 +171,12 @@ def _run_task(args) -> int:
                        allow_modality_mismatch=args.allow_modality_mismatch,
                        largest_component=not getattr(args, "all_components", False),
                        test_time_augmentation=getattr(args, "tta", False))
+        if synthesis is not None:
+            options["synthesis_model"] = synthesis
         if not args.quiet:
-            options["progress"] = TextProgressBar(label)
+            options["progress"] = TextProgressBar(f"{label} liver" if from_ct else label)
+            if synthesis is not None:
+                options["synthesis_progress"] = TextProgressBar(f"{label} CT -> MR")
         if args.preview:
             options["preview_path"] = _preview_path(destination)
         try:
@@ -172,8 +185,9 @@ def _run_task(args) -> int:
                 warnings.simplefilter("ignore", ModalityMismatchWarning)
                 report = process_file(args.command, source, destination, loaded, **options)
         except EssNetError as error:
+            error = _with_ct_hint(error, args, loaded)
             if len(pairs) == 1:
-                raise
+                raise error from None
             failures += 1
             print(f"error: {source.name}: {error}", file=sys.stderr)
             continue
@@ -186,6 +200,14 @@ def _run_task(args) -> int:
         print(f"error: {failures} of {len(pairs)} cases failed", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _with_ct_hint(error: Exception, args, loaded) -> Exception:
+    """A CT given to an MR segmentation model: name the option that segments it through synthetic MR."""
+    if (isinstance(error, ModalityMismatchError) and args.command == "segment" and not args.from_ct
+            and str(loaded.card.input_modality).upper().startswith("MR")):
+        return ModalityMismatchError(f"{error}; for a CT, add --from-ct to segment it through synthetic MR")
+    return error
 
 
 # --- evaluate -----------------------------------------------------------------------------------------------------

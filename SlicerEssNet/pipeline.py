@@ -177,21 +177,37 @@ def _finish(task: str, result: Volume, largest_component: bool) -> Volume:
     return result
 
 
-def process_file(task: str, input_path, output_path, model=None, *, preview_path=None, **options) -> RunReport:
+def process_file(task: str, input_path, output_path, model=None, *, preview_path=None, synthesis_model=None,
+                 synthesis_progress: Optional[ProgressCallback] = None, **options) -> RunReport:
     """Read, run, and write the result atomically: a failure or a cancel leaves no output file.
 
     ``preview_path``: also write a PNG of input and result side by side on a few slices.
+    ``synthesis_model`` (segment only; a registry name, a path or a LoadedModel): the input is a CT,
+    translated to synthetic MR by that model first, in memory, as the Liver Segmentation module's *input is CT*
+    does; the labels lie on the CT's grid. ``synthesis_progress`` follows that first step.
     """
     from .volume_io import read_volume, write_volume
 
     if task not in TASKS:
         raise ValueError(f"unknown task '{task}': use one of {', '.join(TASKS)}")
+    if synthesis_model is not None and task != "segment":
+        raise ValueError("a synthesis model before the task only makes sense for segment")
     if Path(output_path).exists() and Path(output_path).resolve() == Path(input_path).resolve():
         raise OutputPathError(f"output {output_path} is the input itself: choose another output path")
     volume = read_volume(input_path)
     loaded = resolve_model(model, task)
+    source, first = volume, None
+    if synthesis_model is not None:
+        synthesis = resolve_model(synthesis_model, "synthesize")
+        first = RunReport(synthesis.card.name, "", "", 0, ())
+        engine_options = {**_engine_options(options), "progress": synthesis_progress, "test_time_augmentation": False}
+        source = run_model(volume, synthesis, report=first, **engine_options)
     report = RunReport(loaded.card.name, "", "", 0, ())
-    result = run_model(volume, loaded, report=report, **_engine_options(options))
+    result = run_model(source, loaded, report=report, **_engine_options(options))
+    if first is not None:
+        report.model = f"{first.model} -> {report.model}"
+        report.seconds += first.seconds
+        report.notes = [f"{first.model}: {note}" for note in first.notes] + report.notes
     result = _finish(task, result, options.get("largest_component", True))
     write_volume(result, output_path)
     if preview_path is not None:

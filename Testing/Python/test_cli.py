@@ -84,6 +84,41 @@ def test_preview_shows_input_and_result_side_by_side(shared_data, tiny, tmp_path
     assert left.std() > 10  # the MR itself, not a blank panel
 
 
+@pytest.mark.data
+def test_segment_from_ct_goes_through_synthetic_mr_and_a_plain_ct_is_told_how(shared_data, tiny, tmp_path):
+    """--from-ct chains the CT -> MR model before the liver U-Net (as the Liver Segmentation module's *input is CT*
+    does), in memory; the labels lie on the CT's grid. A CT given without it is refused, naming the option."""
+    ct = shared_data / "totalseg_examples" / "example_ct_sm.nii.gz"
+    out = tmp_path / "liver.nii.gz"
+    refused = run_cli("segment", ct, out, "--model", tiny["segmentation"])
+    assert refused.returncode == 1 and "looks like CT" in refused.stderr and "--from-ct" in refused.stderr
+    assert not out.exists()
+    done = run_cli("segment", ct, out, "--model", tiny["segmentation"], "--from-ct",
+                   "--synthesis-model", tiny["synthesis"])
+    assert done.returncode == 0, done.stderr
+    assert "example_ct_sm.nii.gz CT -> MR" in done.stderr and "example_ct_sm.nii.gz liver" in done.stderr
+    assert "(30 slices, tiny_ct2mr -> tiny_liver," in done.stderr
+    assert_same_geometry(ct, out)
+    assert set(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(out))))) <= {0, 1}
+    usage = run_cli("segment", ct, tmp_path / "other.nii.gz", "--synthesis-model", tiny["synthesis"])
+    assert usage.returncode == 2 and "add --from-ct" in usage.stderr and not (tmp_path / "other.nii.gz").exists()
+
+
+def test_the_set_up_venv_runs_the_cli_from_any_folder(tmp_path):
+    """scripts/install.sh puts the checkout on the venv's path: `python -m SlicerEssNet` works in a cohort's own
+    folder, with no PYTHONPATH."""
+    import sysconfig
+    from pathlib import Path
+
+    line = Path(sysconfig.get_paths()["purelib"]) / "slicer_essnet_checkout.pth"
+    if not line.is_file():
+        pytest.skip("this interpreter was not set up by scripts/install.sh (no slicer_essnet_checkout.pth)")
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-m", "SlicerEssNet", "models", "list"], capture_output=True, text=True,
+                          env=env, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0 and "liver-unet-mr" in done.stdout, done.stderr
+
+
 def test_a_folder_of_volumes_is_a_cohort(shared_data, tiny, tmp_path):
     cohort = tmp_path / "cohort"
     cohort.mkdir()
