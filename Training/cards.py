@@ -27,13 +27,15 @@ def synthesis_card(preset, name: str, direction: str, training: dict, descriptio
         labels=None, grid=model_grid(preset), training=training, metrics=metrics or {}, licence=preset.license)
 
 
-def segmentation_card(preset, name: str, training: dict, description: str = "", metrics=None):
-    """Card of the liver U-Net on MR (also the input contract the MONAI peer is evaluated through)."""
+def segmentation_card(preset, name: str, training: dict, description: str = "", metrics=None,
+                      modality: str = "MR"):
+    """Card of the liver U-Net on MR (also the input contract the MONAI peer is evaluated through); with
+    ``modality="CT"``, the same network read on CT with the window its CT training slices had."""
     from SlicerEssNet.model_card import ModelCard
 
     return ModelCard(
         name=name, version="1.0.0", task="segmentation", description=description,
         architecture=unet_architecture(preset.segmentation),
-        input={"modality": "MR", "preprocessing": mr_intensity_spec()},
+        input={"modality": modality, "preprocessing": ct_intensity_spec() if modality == "CT" else mr_intensity_spec()},
         output={"modality": "label"}, labels={"0": "background", "1": "liver"},
         grid=model_grid(preset), training=training, metrics=metrics or {}, licence=preset.license)

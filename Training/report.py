@@ -179,6 +179,7 @@ def markdown(results: dict, config: dict, figures: list) -> str:
                   f"real MR only) **{verdict(real > peer)}** ({real:.4f} vs {peer:.4f}).", ""]
     lines += _tta_lines(results)
     lines += _other_mr_lines(results, figures)
+    lines += _on_ct_lines(results)
     shape = results.get("shape_consistency", {})
     if shape:
         lines += ["## Shape consistency of the synthesis models", "",
@@ -254,6 +255,30 @@ def _other_mr_lines(results: dict, figures=()) -> list:
         lines += ["", f"The shipped U-Net comes from arm {shipped}."]
     if "other_mr.png" in figures:
         lines += ["", "Each U-Net's outline on that scan: other_mr.png (seed " + str(results["seeds"][0]) + ")."]
+    return lines + [""]
+
+
+def _on_ct_lines(results: dict) -> list:
+    """The first seed's U-Nets on the held-out CT patients, directly and through synthetic MR (``on_ct.py``)."""
+    on_ct = results.get("on_ct") or {}
+    arms = on_ct.get("arms") or {}
+    if not arms:
+        return []
+    patients = results["split"]["CT"]["val"]
+    lines = ["## On CT (a check, not a target)", "",
+             f"Each U-Net of seed {on_ct['seed']} on the {len(patients)} CT patients held out of training "
+             f"({', '.join(patients)}), against their CT liver labels: through EssNet's synthetic MR (the method's "
+             "route: `segment --from-ct`, the module's *Input is CT*) and on the CT itself, under a card with the "
+             "CT window (-125..275 HU) that the `real+ct` arm's CT slices had in training.", "",
+             "| arm | through synthetic MR, 3D Dice | on the CT itself, 3D Dice |", "|---|---|---|"]
+    for arm, entry in arms.items():
+        title = ARM_TITLES.get(arm, arm).format(n=len(results["split"]["MR_low_data"]))
+        through = entry.get("through_synthetic_mr")
+        cells = [f"{through['mean_dice']:.3f}" if through else "-", f"{entry['direct']['mean_dice']:.3f}"]
+        lines.append(f"| {title} | {' | '.join(cells)} |")
+    shipped = results.get("shipped_arm")
+    if shipped in arms:
+        lines += ["", f"The shipped U-Net comes from arm {shipped}."]
     return lines + [""]
 
 

@@ -24,6 +24,7 @@ from .checkpoint import read_json, write_json
 from .cohorts import load_case, make_split, phantom_cases, real_cases, select
 from .distributed import DistributedContext, unwrap
 from .evaluate import as_loaded_model, mean_sd, mean_volume_dice, score_segmentation
+from .on_ct import score_on_ct
 from .other_mr import other_mr_case, score_other_mr
 from .presets import ARM_RECIPES, RESTYLED_CT, choose_shipped_arm, preset_from_dict
 from .report import write_report
@@ -36,6 +37,7 @@ from .translate import contact_sheet, sheet_rows, translate_cases
 SUMMARY_METRICS = ("pooled_dice_2d", "pooled_iou_2d", "mean_dice", "mean_ravd", "mean_assd", "mean_mssd",
                    "mean_hd95")
 SHIPPED = {"essnet-ct2mr": "CT->MR", "essnet-mr2ct": "MR->CT", "liver-unet-mr": None}
+IN_MEMORY = ("networks", "generators", "synthetic_val")  # a seed's results kept out of results.json
 
 
 class Study:
@@ -138,6 +140,7 @@ class Study:
         results = self.summarise(per_seed)
         results["test_time_augmentation"] = self.score_with_tta(per_seed, results["summary"])
         results["other_mr"] = self.check_other_mr(per_seed)
+        results["on_ct"] = self.check_on_ct(per_seed)
         if self.context.is_main:
             write_json(results, self.run_dir / "results.json")
             self.export_models(results)
@@ -183,10 +186,11 @@ class Study:
                 results["arms"][arm], networks[arm] = self.run_arm(seed_dir, seed, arm, synthetic_sets,
                                                                    folder=arm + suffixes[source])
         results["arms"] = {arm: results["arms"][arm] for arm in self.arms()}
-        results["networks"] = networks  # in memory only (exported, never written to JSON)
+        results["networks"] = networks  # in memory only (IN_MEMORY: exported or scored, never written to JSON)
         results["generators"] = generators
+        results["synthetic_val"] = synthetic_val
         if self.context.is_main:
-            write_json({k: v for k, v in results.items() if k not in ("networks", "generators")},
+            write_json({k: v for k, v in results.items() if k not in IN_MEMORY},
                        seed_dir / "results.json")
         return results
 
@@ -306,7 +310,7 @@ class Study:
 
     # --- results -------------------------------------------------------------------------------------------
     def summarise(self, per_seed: dict) -> dict:
-        clean = {seed: {k: v for k, v in r.items() if k not in ("networks", "generators")}
+        clean = {seed: {k: v for k, v in r.items() if k not in IN_MEMORY}
                  for seed, r in per_seed.items()}
         summary = {}
         for arm in self.arms():
@@ -356,6 +360,19 @@ class Study:
         networks = {seed: result["networks"] for seed, result in per_seed.items()}
         return self._timed("other_mr", score_other_mr, case, networks, self.scoring_card,
                            sheet=self.run_dir / "other_mr.png")
+
+    def check_on_ct(self, per_seed: dict) -> dict:
+        """The first seed's U-Nets on the held-out CT patients, directly and through EssNet's synthetic MR
+        (``Training/on_ct.py``): where the method's CT route stands against reading the CT itself."""
+        if not self.context.is_main or not self.ct_val_cases:
+            return {}
+        seed = self.preset.seeds[0]
+        first = per_seed[str(seed)]
+        folders = {arm: self.run_dir / f"seed{seed}" / "arms" / entry["folder"] for arm, entry in first["arms"].items()}
+        ct_card = segmentation_card(self.preset, "liver-unet-ct", self.training_record(seed), modality="CT")
+        scores = self._timed("on_ct", score_on_ct, first["networks"], folders, self.ct_val_cases,
+                             first["synthetic_val"].get("essnet"), self.scoring_card(seed), ct_card)
+        return {"seed": seed, "arms": scores}
 
     def export_models(self, results: dict) -> None:
         """fp16 safetensors + cards of the first seed's EssNet generators and shipped U-Net in ``models/``."""

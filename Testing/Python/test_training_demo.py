@@ -90,6 +90,13 @@ def test_micro_study_end_to_end(tmp_path, capsys):
     assert tta["arm"] == arm and set(tta["scores"]["per_volume"]) == set(split["MR"]["val"])
     assert unet_card.metrics["mean_dice_tta"] == tta["scores"]["mean_dice"]
     assert (run_dir / "seed0" / "arms" / arm / "scores_tta.json").exists()
+    # Every U-Net on the held-out CT patients, on the CT itself and through EssNet's synthetic MR; kept per arm.
+    on_ct = results["on_ct"]
+    assert on_ct["seed"] == 0 and set(on_ct["arms"]) == set(study.preset.arms)
+    for arm, entry in on_ct["arms"].items():
+        assert set(entry["direct"]["per_volume"]) == set(split["CT"]["val"]), arm
+        assert set(entry["through_synthetic_mr"]["per_volume"]) == set(split["CT"]["val"]), arm
+        assert (run_dir / "seed0" / "arms" / seed0["arms"][arm]["folder"] / "scores_ct.json").exists()
 
     # The report and its figures regenerate from the run folder alone.
     out = tmp_path / "report"
@@ -97,6 +104,7 @@ def test_micro_study_end_to_end(tmp_path, capsys):
     text = report.read_text()
     assert "0.9459" in text and "| real MR only |" in text
     assert "With test-time augmentation (`--tta`" in text
+    assert "## On CT (a check, not a target)" in text and "| through synthetic MR, 3D Dice |" in text
     for figure in ("stage1_curves.png", "stage2_curves.png", "per_patient_dice.png", "contact_sheet_seed0.png"):
         assert (out / figure).stat().st_size > 1000
     assert json.loads((out / "results.json").read_text())["summary"] == json.loads(
@@ -119,6 +127,7 @@ def test_micro_study_end_to_end(tmp_path, capsys):
     again = Study(run_dir, _micro_preset(), stream=log).run()
     assert json.dumps(again["summary"]) == json.dumps(results["summary"])  # NaN-safe (tiny models: empty masks)
     assert json.dumps(again["test_time_augmentation"]) == json.dumps(results["test_time_augmentation"])
+    assert json.dumps(again["on_ct"]) == json.dumps(results["on_ct"])
     assert "resuming at iteration 6/6" in capsys.readouterr().err
     np.testing.assert_equal(again["split"], results["split"])
 
