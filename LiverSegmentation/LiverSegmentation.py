@@ -35,7 +35,7 @@ class LiverSegmentation(ScriptedLoadableModule):
 Segments the liver on an abdominal MR volume with a U-Net, slice by slice, and adds a segmentation with one segment
 "Liver" (SNOMED CT terminology, reference geometry set) beside the input, with its volume in mL. For a CT input,
 tick "Input is CT": it is first translated to synthetic MR with EssNet (CT to MRI Synthesis module); with the shipped
-models this route finds only part of a CT's liver (see docs/TROUBLESHOOTING.md for a better one). The work runs in
+models this route finds only part of a CT's liver: choose the model liver-unet-ct instead, unticked. The work runs in
 a separate process: Slicer stays responsive, Cancel stops it, and nothing is added to the scene unless it succeeds.
 Scripting: <code>LiverSegmentationLogic().process(inputVolume)</code>. See the
 <a href="https://github.com/SlicerEssNet/SlicerEssNet/blob/main/docs/SLICER.md">module documentation</a>.
@@ -98,8 +98,9 @@ class LiverSegmentationWidget(EssNetWidgetMixin, ScriptedLoadableModuleWidget, V
 
         self.logic = LiverSegmentationLogic()
         self.runController = RunController(self.ui.applyButton, self.ui.progressBar, self.ui.statusLabel)
-        self.segmentationModelChoice = ModelChoice(self.ui.modelComboBox, "segment", self.modelSetter("model"),
-                                                   inputModality="MR")
+        # Every segmentation model, each labelled "on MR" or "on CT": a U-Net read on CT (liver-unet-ct) takes a CT
+        # with 'Input is CT' unticked; the modality check refuses a model that does not fit the input.
+        self.segmentationModelChoice = ModelChoice(self.ui.modelComboBox, "segment", self.modelSetter("model"))
         self.synthesisModelChoice = ModelChoice(self.ui.synthesisModelComboBox, "synthesize",
                                                 self.modelSetter("synthesisModel"), inputModality="CT")
         self.ui.show3DButton.setSegmentationNode(None)

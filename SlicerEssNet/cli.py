@@ -206,7 +206,12 @@ def _with_ct_hint(error: Exception, args, loaded) -> Exception:
     """A CT given to an MR segmentation model: name the option that segments it through synthetic MR."""
     if (isinstance(error, ModalityMismatchError) and args.command == "segment" and not args.from_ct
             and str(loaded.card.input_modality).upper().startswith("MR")):
-        return ModalityMismatchError(f"{error}; for a CT, add --from-ct to segment it through synthetic MR")
+        from .model_store import ModelStore
+
+        on_ct = [entry.name for entry in ModelStore().entries()
+                 if entry.task == "segmentation" and entry.input_modality == "CT"]
+        choose = f"choose a CT model (--model {on_ct[0]}) or " if on_ct else ""
+        return ModalityMismatchError(f"{error}; for a CT, {choose}add --from-ct to segment it through synthetic MR")
     return error
 
 

@@ -53,5 +53,6 @@ def ship_models(run_dir, models_dir) -> list:
 
 
 def _is_default(card) -> bool:
-    """CT -> MR synthesis and liver segmentation on MR are what the modules run by default."""
-    return (card.task == "synthesis" and card.input_modality == "CT") or card.task == "segmentation"
+    """CT -> MR synthesis and liver segmentation on MR are what the modules run by default (a U-Net read on CT is
+    chosen by name: a caller asking for the default segmentation model without a modality means MR)."""
+    return card.input_modality == ("CT" if card.task == "synthesis" else "MR")

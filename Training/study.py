@@ -435,6 +435,18 @@ class Study:
             description=f"Liver U-Net for MR, trained on {trained_on} ({self.preset.name} preset), arm '{arm}' "
                         f"({why}); classic U-Net, CE + Dice", metrics=metrics)
         save_model(first["networks"][arm], card, folder / card.name, dtype=torch.float16)
+        on_ct = results.get("on_ct", {}).get("arms", {}).get(arm)
+        if ARM_RECIPES[arm][1] == RESTYLED_CT and on_ct:
+            # A U-Net that learned from CT slices reads a CT itself, under the window those slices had (on_ct.py).
+            direct = on_ct["direct"]
+            ct_card = segmentation_card(
+                self.preset, prefix + "liver-unet-ct", dict(training, arm=arm), modality="CT",
+                description=f"The {prefix}liver-unet-mr network read on CT: the same weights under the CT window "
+                            f"(-125..275 HU) its CT training slices had ({self.preset.name} preset, arm '{arm}'); "
+                            "scored on the CT patients held out of training",
+                metrics={"arm": arm, "seed": seed, "ct_patients": self.split["CT"]["val"],
+                         **{k: direct[k] for k in SUMMARY_METRICS if k in direct}})
+            save_model(first["networks"][arm], ct_card, folder / ct_card.name, dtype=torch.float16)
 
 
 def attempt_suffix(attempt: int) -> str:

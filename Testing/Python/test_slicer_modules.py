@@ -586,3 +586,29 @@ def test_an_mr_to_ct_model_makes_synthetic_ct_and_is_offered_with_its_direction(
     result = logic_of(modules, "CT2MRISynthesis", in_process()).process(mr, model="tiny-mr2ct", device="cpu")
     assert result.volumeNode.GetName() == "MR synthetic CT"
     assert np.array_equal(ijk_to_ras(result.volumeNode), ijk_to_ras(mr))
+
+
+def test_liver_segmentation_offers_a_ct_model_and_segments_a_ct_with_it(slicer, modules, tiny_models, tmp_path):
+    """A segmentation model read on CT (like the shipped liver-unet-ct) is listed "on CT" beside the MR ones, and
+    segments a CT with *Input is CT* unticked; an MR model given that CT is refused by the modality check."""
+    from SlicerEssNet.errors import ModalityMismatchError
+    from SlicerEssNet.weights import create_untrained_model
+
+    on_ct = create_untrained_model("segmentation", tmp_path / "tiny-liver-ct", width=4, input_modality="CT")
+    widget = new_widget(modules, "LiverSegmentation")
+    for model in (tiny_models["segmentation"], on_ct):
+        widget.modelsPanel.importModelFile(model)
+    labels = [widget.ui.modelComboBox.itemText(i) for i in range(widget.ui.modelComboBox.count())]
+    assert any(label.startswith("tiny-liver-ct") and "on CT" in label for label in labels), labels
+    assert any("on MR" in label for label in labels), labels
+
+    ct = ct_like(slicer)
+    logic = logic_of(modules, "LiverSegmentation", in_process())
+    result = logic.process(ct, model="tiny-liver-ct", device="cpu")
+    mask = slicer.util.arrayFromSegmentBinaryLabelmap(
+        result.segmentationNode, result.segmentationNode.GetSegmentation().GetNthSegmentID(0), ct)
+    assert mask.shape == slicer.util.arrayFromVolume(ct).shape
+    nodes = slicer.mrmlScene.GetNumberOfNodes()
+    with pytest.raises(ModalityMismatchError):
+        logic.process(ct, model=tiny_models["segmentation"], device="cpu")
+    assert slicer.mrmlScene.GetNumberOfNodes() == nodes  # nothing half-built left in the scene

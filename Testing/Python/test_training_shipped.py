@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-SHIPPED = ("essnet-ct2mr", "essnet-mr2ct", "liver-unet-mr")
+SHIPPED = ("essnet-ct2mr", "essnet-mr2ct", "liver-unet-mr", "liver-unet-ct")
+DEFAULTS = ("essnet-ct2mr", "liver-unet-mr")  # CT -> MR, and the liver on MR
 
 
 def _entries(repo_root):
@@ -24,7 +25,7 @@ def test_shipped_models_are_registered_loadable_and_small(repo_root):
     folder = repo_root / "SlicerEssNet" / "models"
     total = 0
     for name, entry in entries.items():
-        assert entry["url"] == f"package:{name}.safetensors" and entry["default"] is (name != "essnet-mr2ct")
+        assert entry["url"] == f"package:{name}.safetensors" and entry["default"] is (name in DEFAULTS)
         weights = folder / f"{name}.safetensors"
         total += weights.stat().st_size
         assert file_sha256(weights) == entry["sha256"]
@@ -37,6 +38,13 @@ def test_shipped_models_are_registered_loadable_and_small(repo_root):
     assert total <= 25 * 1000 * 1000
     unet = load_model(folder / "liver-unet-mr.safetensors").card
     assert unet.metrics["mean_dice"] > 0.5 and unet.labels == {"0": "background", "1": "liver"}
+    # The U-Net read on CT is the same network under the CT window, scored on the held-out CT patients.
+    on_ct = load_model(folder / "liver-unet-ct.safetensors")
+    assert on_ct.card.input == {"modality": "CT", "preprocessing": {"kind": "ct_window", "low": -125, "high": 275}}
+    assert on_ct.card.metrics["arm"] == unet.metrics["arm"] and on_ct.card.metrics["mean_dice"] > 0.5
+    assert not set(on_ct.card.metrics["ct_patients"]) & set(on_ct.card.training["split"]["CT"]["train"])
+    mr_state = load_model(folder / "liver-unet-mr.safetensors").network.state_dict()
+    assert all(bool((tensor == mr_state[key]).all()) for key, tensor in on_ct.network.state_dict().items())
     # The shipped generator passed the stage-1 gate: the real-only U-Net finds the liver in its synthetic MR.
     generator = load_model(folder / "essnet-ct2mr.safetensors").card
     assert generator.metrics["shape_consistency_3d_dice"] >= 0.3
@@ -59,3 +67,20 @@ def test_shipped_unet_segments_a_real_mr_liver(repo_root, shared_data):
                      precision="fp32")
     assert result.same_geometry(image)
     assert evaluate(result, reference, label=1)["dice"] > 0.5
+
+
+def test_shipped_ct_unet_segments_a_held_out_ct_liver(repo_root, shared_data):
+    """The U-Net read on CT, through the public pipeline, on a BTCV CT patient it never trained on."""
+    from SlicerEssNet.metrics import evaluate
+    from SlicerEssNet.pipeline import segment
+    from SlicerEssNet.volume_io import read_volume
+
+    if "liver-unet-ct" not in _entries(repo_root):
+        pytest.skip("no liver U-Net for CT shipped yet")
+    card = json.loads((repo_root / "SlicerEssNet" / "models" / "liver-unet-ct.json").read_text())
+    number = card["metrics"]["ct_patients"][-1].rsplit("_", 1)[-1]
+    image = read_volume(shared_data / "btcv_ct" / f"ct_{number}.nii.gz")
+    reference = read_volume(shared_data / "btcv_ct" / f"ct_{number}_liver.nii.gz")
+    result = segment(image, "liver-unet-ct", device="cpu", precision="fp32")
+    assert result.same_geometry(image)
+    assert evaluate(result, reference, label=1)["dice"] > 0.85
