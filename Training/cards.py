@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .essnet import generator_architecture
 from .segmentation_models import unet_architecture
-from .slices import ct_intensity_spec, grid_card, mr_intensity_spec
+from .slices import grid_card, intensity_spec
 
 # Synthetic MR is documented on a 0-1000 scale; synthetic CT comes back in HU over the training window.
 MR_OUTPUT = {"kind": "linear", "low": 0, "high": 1000}
@@ -22,7 +22,7 @@ def synthesis_card(preset, name: str, direction: str, training: dict, descriptio
     return ModelCard(
         name=name, version="1.0.0", task="synthesis", description=description,
         architecture=generator_architecture(preset.synthesis),
-        input={"modality": source, "preprocessing": ct_intensity_spec() if source == "CT" else mr_intensity_spec()},
+        input={"modality": source, "preprocessing": intensity_spec(source)},
         output={"modality": target, "postprocessing": MR_OUTPUT if target == "MR" else CT_OUTPUT},
         labels=None, grid=model_grid(preset), training=training, metrics=metrics or {}, licence=preset.license)
 
@@ -36,6 +36,6 @@ def segmentation_card(preset, name: str, training: dict, description: str = "", 
     return ModelCard(
         name=name, version="1.0.0", task="segmentation", description=description,
         architecture=unet_architecture(preset.segmentation),
-        input={"modality": modality, "preprocessing": ct_intensity_spec() if modality == "CT" else mr_intensity_spec()},
+        input={"modality": modality, "preprocessing": intensity_spec(modality)},
         output={"modality": "label"}, labels={"0": "background", "1": "liver"},
         grid=model_grid(preset), training=training, metrics=metrics or {}, licence=preset.license)

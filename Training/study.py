@@ -28,7 +28,7 @@ from .on_ct import score_on_ct
 from .other_mr import other_mr_case, score_other_mr
 from .presets import ARM_RECIPES, RESTYLED_CT, choose_shipped_arm, preset_from_dict
 from .report import write_report
-from .slices import build_slice_set
+from .slices import build_slice_set, intensity_spec
 from .study_progress import StudyProgress
 from .train_segmentation import train_segmentation
 from .train_synthesis import train_synthesis
@@ -36,7 +36,6 @@ from .translate import contact_sheet, sheet_rows, translate_cases
 
 SUMMARY_METRICS = ("pooled_dice_2d", "pooled_iou_2d", "mean_dice", "mean_ravd", "mean_assd", "mean_mssd",
                    "mean_hd95")
-SHIPPED = {"essnet-ct2mr": "CT->MR", "essnet-mr2ct": "MR->CT", "liver-unet-mr": None}
 IN_MEMORY = ("networks", "generators", "synthetic_val")  # a seed's results kept out of results.json
 
 
@@ -157,7 +156,7 @@ class Study:
         # The arms on real MR alone come first: the real-only U-Net then judges each synthesis model (the gate).
         for arm in self.arms():
             if ARM_RECIPES[arm][1] is None:
-                results["arms"][arm], networks[arm] = self.run_arm(seed_dir, seed, arm, {})
+                results["arms"][arm], networks[arm] = self.run_arm(seed, arm, {})
         judge = None
         if "real" in networks:
             judge = as_loaded_model(networks["real"], self.scoring_card(seed))
@@ -183,7 +182,7 @@ class Study:
             source = ARM_RECIPES[arm][1]
             if source is not None:
                 # An arm trained on a retried model's synthetic MR has its own folder: nothing stale is reused.
-                results["arms"][arm], networks[arm] = self.run_arm(seed_dir, seed, arm, synthetic_sets,
+                results["arms"][arm], networks[arm] = self.run_arm(seed, arm, synthetic_sets,
                                                                    folder=arm + suffixes[source])
         results["arms"] = {arm: results["arms"][arm] for arm in self.arms()}
         results["networks"] = networks  # in memory only (IN_MEMORY: exported or scored, never written to JSON)
@@ -255,14 +254,14 @@ class Study:
                            "segmenter_parameters": _count(sides.segmenter) if sides.segmenter else 0,
                            "generator_parameters": _count(sides.ct_to_mr)}}
 
-    def run_arm(self, seed_dir, seed: int, arm: str, synthetic_sets: dict, folder: str = None):
+    def run_arm(self, seed: int, arm: str, synthetic_sets: dict, folder: str = None):
         part, synthetic, kind = ARM_RECIPES[arm]
         real_set = self.mr_train if part == "train" else self.mr_low
         card = self.scoring_card(seed)
         validate = lambda network: mean_volume_dice(as_loaded_model(network, card), self.mr_val_cases,  # noqa: E731
                                                     self.val_volumes)
         folder = folder or arm
-        job_dir = seed_dir / "arms" / folder
+        job_dir = self.arm_dir(seed, folder)
         extra = ""
         if synthetic:
             what = "CT slices given random appearances" if synthetic == RESTYLED_CT else f"synthetic ({synthetic})"
@@ -299,9 +298,15 @@ class Study:
         """The training jobs of one seed (a synthesis model that fails the gate adds its retries)."""
         return [f"arm_{arm}" for arm in self.arms()] + [f"stage1_{tag}" for tag, _ in self.synthesis_models()]
 
-    def scoring_card(self, seed: int):
-        """The card a stage-2 network is scored under (grid, preprocessing): the shipped U-Net's, as users run it."""
-        return segmentation_card(self.preset, "liver-unet-mr", self.training_record(seed))
+    def scoring_card(self, seed: int, modality: str = "MR"):
+        """The card a stage-2 network is scored under (grid, preprocessing): the shipped U-Net's, as users run it;
+        ``"CT"``: the one it is read on CT with (``liver-unet-ct``)."""
+        name = "liver-unet-ct" if modality == "CT" else "liver-unet-mr"
+        return segmentation_card(self.preset, name, self.training_record(seed), modality=modality)
+
+    def arm_dir(self, seed: int, folder: str) -> Path:
+        """The job folder of a stage-2 arm (``folder``: the arm, with a retried synthesis model's suffix)."""
+        return self.run_dir / f"seed{seed}" / "arms" / folder
 
     def training_record(self, seed: int) -> dict:
         return {"preset": self.preset.name, "seed": seed,
@@ -342,7 +347,7 @@ class Study:
             return {}
         seed = self.preset.seeds[0]
         first = per_seed[str(seed)]
-        path = self.run_dir / f"seed{seed}" / "arms" / first["arms"][arm]["folder"] / "scores_tta.json"
+        path = self.arm_dir(seed, first["arms"][arm]["folder"]) / "scores_tta.json"
         scores = read_json(path)
         if scores is None and self.context.is_main:
             scores = self._timed(f"seed{seed}/tta_{arm}", score_segmentation,
@@ -368,10 +373,10 @@ class Study:
             return {}
         seed = self.preset.seeds[0]
         first = per_seed[str(seed)]
-        folders = {arm: self.run_dir / f"seed{seed}" / "arms" / entry["folder"] for arm, entry in first["arms"].items()}
-        ct_card = segmentation_card(self.preset, "liver-unet-ct", self.training_record(seed), modality="CT")
+        folders = {arm: self.arm_dir(seed, entry["folder"]) for arm, entry in first["arms"].items()}
         scores = self._timed("on_ct", score_on_ct, first["networks"], folders, self.ct_val_cases,
-                             first["synthetic_val"].get("essnet"), self.scoring_card(seed), ct_card)
+                             first["synthetic_val"].get("essnet"), self.scoring_card(seed),
+                             self.scoring_card(seed, "CT"))
         return {"seed": seed, "arms": scores}
 
     def export_models(self, results: dict) -> None:
@@ -438,11 +443,12 @@ class Study:
         on_ct = results.get("on_ct", {}).get("arms", {}).get(arm)
         if ARM_RECIPES[arm][1] == RESTYLED_CT and on_ct:
             # A U-Net that learned from CT slices reads a CT itself, under the window those slices had (on_ct.py).
-            direct = on_ct["direct"]
+            direct, window = on_ct["direct"], intensity_spec("CT")
             ct_card = segmentation_card(
                 self.preset, prefix + "liver-unet-ct", dict(training, arm=arm), modality="CT",
                 description=f"The {prefix}liver-unet-mr network read on CT: the same weights under the CT window "
-                            f"(-125..275 HU) its CT training slices had ({self.preset.name} preset, arm '{arm}'); "
+                            f"({window['low']}..{window['high']} HU) its CT training slices had ({self.preset.name} "
+                            f"preset, arm '{arm}'); "
                             "scored on the CT patients held out of training",
                 metrics={"arm": arm, "seed": seed, "ct_patients": self.split["CT"]["val"],
                          **{k: direct[k] for k in SUMMARY_METRICS if k in direct}})
