@@ -3,6 +3,9 @@
 A job folder holds ``checkpoint.pt`` (rewritten every ``checkpoint_every`` iterations, at most one epoch apart)
 and, once finished, ``done.json``. Killing the process at any moment loses at most the iterations since the
 last checkpoint; starting again continues from there on the same schedule (see ``sampling.py``).
+The checkpoint also carries the job's own clock: the wall seconds its iterations took, summed over the sessions
+a kill interrupted (up to their last checkpoint), so the time a job cost survives restarts and a finished job
+that is only reloaded adds nothing to it.
 """
 from __future__ import annotations
 
@@ -56,14 +59,19 @@ def run_loop(job_dir, *, label: str, total: int, step: Callable[[int], dict], ge
     stream = stream or sys.stderr
     checkpoint_path = job_dir / "checkpoint.pt"
     state = load_checkpoint(checkpoint_path)
-    start, history = 0, []
+    start, history, earlier_seconds = 0, [], 0.0
     if state is not None:
         set_state(state["training"])
         start, history = int(state["iteration"]), list(state["history"])
+        earlier_seconds = float(state.get("seconds", 0.0))  # checkpoints written before the clock: 0
         if context.is_main:
             print(f"[{label}] resuming at iteration {start}/{total} from {checkpoint_path}", file=stream, flush=True)
     tensorboard = TensorBoardLog(job_dir / "tensorboard", context.is_main)
     started = time.perf_counter()
+
+    def seconds() -> float:
+        return round(earlier_seconds + time.perf_counter() - started, 1)
+
     window: dict = {}  # losses since the last log line: the curves show means, not single noisy batches
     for iteration in range(start, total):
         record = step(iteration)
@@ -85,11 +93,14 @@ def run_loop(job_dir, *, label: str, total: int, step: Callable[[int], dict], ge
                                   and isinstance(v, float))
                 print(f"[{label}] {progress} {losses}", file=stream, flush=True)
         if done % checkpoint_every == 0 and done < total and context.is_main:
-            save_checkpoint({"iteration": done, "history": history, "training": get_state()}, checkpoint_path)
+            save_checkpoint({"iteration": done, "history": history, "training": get_state(), "seconds": seconds()},
+                            checkpoint_path)
         if done % checkpoint_every == 0:
             context.barrier()  # ranks leave together: nobody races ahead of a checkpoint being written
     tensorboard.close()
-    final = {"iteration": total, "history": history, "training": get_state()}
+    if start >= total:  # finished in an earlier session: reloaded as it was, its clock untouched
+        return {"iteration": total, "history": history, "training": get_state(), "seconds": earlier_seconds}
+    final = {"iteration": total, "history": history, "training": get_state(), "seconds": seconds()}
     if context.is_main:
         save_checkpoint(final, checkpoint_path)
     return final

@@ -115,7 +115,7 @@ def markdown(results: dict, config: dict, figures: list) -> str:
     timings = results.get("timings", {})
     lines = [f"# EssNet study, preset `{preset['name']}`", ""]
     per_seed = {}
-    for key, value in timings.items():  # "seed0/arm_real": seconds, accumulated over restarts
+    for key, value in timings.items():  # "seed0/arm_real": seconds the job cost (Study._timed)
         seed_key = key.split("/")[0]
         per_seed[seed_key] = per_seed.get(seed_key, 0.0) + value
     spent = ", ".join(f"{seed} {value / 60:.0f}" for seed, value in per_seed.items() if seed.startswith("seed"))

@@ -24,6 +24,7 @@ from .checkpoint import read_json, write_json
 from .cohorts import load_case, make_split, phantom_cases, real_cases, select
 from .distributed import DistributedContext, unwrap
 from .evaluate import as_loaded_model, mean_sd, mean_volume_dice, score_segmentation
+from .loop import job_done
 from .on_ct import score_on_ct
 from .other_mr import other_mr_case, score_other_mr
 from .presets import ARM_RECIPES, RESTYLED_CT, choose_shipped_arm, preset_from_dict
@@ -101,11 +102,18 @@ class Study:
         return {modality: [Case(**{**c, "other_organs": tuple(c.get("other_organs", ()))}) for c in cases]
                 for modality, cases in recorded.items()}
 
-    def _timed(self, key: str, function, *args, **kwargs):
-        """Call and add the wall time to ``timings.json`` (accumulated over restarts)."""
+    def _timed(self, key: str, function, *args, training_job=None, **kwargs):
+        """Call, and record in ``timings.json`` what the job cost the first time it completed. A job recorded
+        before is only being reloaded (a resumed run): its time stays as it was. A training job (its folder
+        given as ``training_job``) records its loop's clock (``done.json``), which adds up the sessions a kill
+        interrupted."""
         started = time.perf_counter()
         result = function(*args, **kwargs)
-        self.timings[key] = round(self.timings.get(key, 0.0) + time.perf_counter() - started, 1)
+        if key in self.timings:
+            return result
+        done = job_done(training_job) if training_job is not None else None
+        clock = done.get("seconds") if done else None
+        self.timings[key] = round(float(clock) if clock is not None else time.perf_counter() - started, 1)
         if self.context.is_main:
             write_json(self.timings, self.run_dir / "timings.json")
         return result
@@ -228,8 +236,10 @@ class Study:
         stage1_seed = seed + 1000 * attempt
         self.log(f"seed {seed}: stage 1, {tag} ({'with' if essnet else 'without'} the segmentation branch)"
                  + (f", attempt {attempt + 1} (seed {stage1_seed})" if attempt else ""))
-        model = self._timed(f"seed{seed}/stage1_{tag}{suffix}", train_synthesis, seed_dir / f"stage1_{tag}{suffix}",
-                            self.ct_train, self.mr_train, self.preset, stage1_seed, self.context, essnet, self.device)
+        job_dir = seed_dir / f"stage1_{tag}{suffix}"
+        model = self._timed(f"seed{seed}/stage1_{tag}{suffix}", train_synthesis, job_dir, self.ct_train,
+                            self.mr_train, self.preset, stage1_seed, self.context, essnet, self.device,
+                            training_job=job_dir)
         sides = unwrap(model.generators)
         ct_to_mr = as_loaded_model(sides.ct_to_mr, synthesis_card(self.preset, f"{tag}-ct2mr", "CT->MR",
                                                                   self.training_record(seed)))
@@ -270,7 +280,7 @@ class Study:
         network, history, best = self._timed(
             f"seed{seed}/arm_{folder}", train_segmentation, job_dir, real_set,
             synthetic_sets.get(synthetic), self.preset, seed, self.context, kind, validate, self.device,
-            restyle_synthetic=synthetic == RESTYLED_CT)
+            restyle_synthetic=synthetic == RESTYLED_CT, training_job=job_dir)
         scores = read_json(job_dir / "scores.json")
         if scores is None and self.context.is_main:
             scores = score_segmentation(as_loaded_model(network, card), self.mr_val_cases, self.val_volumes)

@@ -3,8 +3,8 @@
 Each job's own bar shows its ETA; a study is many jobs (the cpu preset's seed: 7 U-Nets and 2 synthesis models,
 70 minutes), so after each one the study says how far it is. The time left is the mean recorded time of the
 finished jobs of the same kind (U-Net arm, or synthesis model with its translation) times the jobs of that kind
-still to come, falling back to the mean of every finished job. Recorded times accumulate over restarts
-(``timings.json``), so a resumed run estimates from the start.
+still to come, falling back to the mean of every finished job. The recorded times (``timings.json``) are what
+each job cost, sessions interrupted by a kill included, so a resumed run estimates from the start.
 """
 from __future__ import annotations
 

@@ -129,7 +129,8 @@ def train_segmentation(job_dir, real_set, synthetic_set, preset, seed: int, cont
         result.load_state_dict(saved["network"])
         best.update(score=float(saved["score"]), iteration=int(saved["iteration"]))
     if finished is None and context.is_main:
-        mark_done(job_dir, {"iterations": total, "kind": kind, "seed": seed, "best": best})
+        mark_done(job_dir, {"iterations": total, "kind": kind, "seed": seed, "best": best,
+                            "seconds": final["seconds"]})
     return result, final["history"], dict(best)
 
 

@@ -37,6 +37,6 @@ def train_synthesis(job_dir, ct_set, mr_set, preset, seed: int, context, essnet:
     final = run_loop(job_dir, label=label, total=total, step=step, get_state=model.state_dict,
                      set_state=model.load_state_dict, checkpoint_every=options.checkpoint_every, context=context)
     if finished is None and context.is_main:
-        mark_done(job_dir, {"iterations": total, "essnet": essnet, "seed": seed})
+        mark_done(job_dir, {"iterations": total, "essnet": essnet, "seed": seed, "seconds": final["seconds"]})
     model.history = final["history"]
     return model

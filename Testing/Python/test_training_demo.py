@@ -123,8 +123,15 @@ def test_micro_study_end_to_end(tmp_path, capsys):
     assert str(store.default_model("segmentation")) == "demo-liver-unet-mr"
     assert load_model(store.resolve("demo-essnet-ct2mr")).card.task == "synthesis"
 
-    # Running again resumes: nothing retrains, the scores are the same.
+    # Each training job's time is its loop's own clock; the checks are timed once.
+    timings = json.loads((run_dir / "timings.json").read_text())
+    assert timings["seed0/arm_real"] == json.loads((run_dir / "seed0" / "arms" / "real" / "done.json").read_text())[
+        "seconds"] > 0
+    assert {"seed0/stage1_essnet", "seed0/translate_essnet", "on_ct"} <= set(timings)
+
+    # Running again resumes: nothing retrains, the scores are the same, and reloading adds no time.
     again = Study(run_dir, _micro_preset(), stream=log).run()
+    assert json.loads((run_dir / "timings.json").read_text()) == timings
     assert json.dumps(again["summary"]) == json.dumps(results["summary"])  # NaN-safe (tiny models: empty masks)
     assert json.dumps(again["test_time_augmentation"]) == json.dumps(results["test_time_augmentation"])
     assert json.dumps(again["on_ct"]) == json.dumps(results["on_ct"])

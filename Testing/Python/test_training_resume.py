@@ -2,6 +2,7 @@
 an uninterrupted run ends (same data order, augmentation, pools, optimiser state and LR schedule)."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -60,16 +61,27 @@ def test_sigkill_then_restart_ends_like_an_uninterrupted_run(tmp_path, repo_root
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    iteration_at_kill = torch.load(killed / "checkpoint.pt", weights_only=True)["iteration"]
+    at_kill = torch.load(killed / "checkpoint.pt", weights_only=True)
+    iteration_at_kill = at_kill["iteration"]
     assert 5 <= iteration_at_kill < 40  # killed mid-run, at most checkpoint_every iterations lost
+    assert at_kill["seconds"] > 0  # the job's own clock, up to its last checkpoint
     assert not (killed / "done.json").exists()
     assert not list(killed.glob("*.partial*"))  # atomic checkpoints: no half-written file left behind
 
     restarted = subprocess.run(_driver(tmp_path, repo_root, killed), check=True, env=env, capture_output=True,
                                text=True)
     assert f"resuming at iteration {iteration_at_kill}/40" in restarted.stderr
-    assert (killed / "done.json").exists()
+    done = json.loads((killed / "done.json").read_text())
+    # What the job cost: the killed session's seconds to its checkpoint plus the restarted session's.
+    assert done["seconds"] > at_kill["seconds"]
+    assert done["seconds"] == torch.load(killed / "checkpoint.pt", weights_only=True)["seconds"]
     (end_a, reference_weights), (end_b, resumed_weights) = _final_generators(reference), _final_generators(killed)
     assert end_a == end_b == 40
     for key, value in reference_weights.items():
         torch.testing.assert_close(resumed_weights[key], value, rtol=0, atol=0, msg=key)
+
+    # Started once more, the finished job is only reloaded: checkpoint and clock stay as they were.
+    written = (killed / "checkpoint.pt").stat().st_mtime_ns
+    subprocess.run(_driver(tmp_path, repo_root, killed), check=True, env=env, capture_output=True)
+    assert (killed / "checkpoint.pt").stat().st_mtime_ns == written
+    assert json.loads((killed / "done.json").read_text()) == done
