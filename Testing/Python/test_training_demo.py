@@ -215,16 +215,23 @@ def test_importing_the_training_command_leaves_torch_unloaded():
     assert result.stdout.strip() == "False"
 
 
+def _micro_study_of_arms(tmp_path, arms):
+    """``(preset, study, results)`` of a micro study of ``arms`` alone, none of which needs a synthesis model."""
+    from Training.study import Study
+
+    preset = _micro_preset()
+    preset.arms = arms
+    study = Study(tmp_path / "run", preset, stream=io.StringIO())
+    assert study.synthesis_models() == () and study.arms() == arms
+    return preset, study, study.run()
+
+
 def test_a_run_of_real_only_arms_trains_no_synthesis_model(tmp_path):
     from Training.report import write_report
     from Training.study import Study
 
-    preset = _micro_preset()
-    preset.arms = ("real", "monai")
-    run_dir = tmp_path / "run"
-    study = Study(run_dir, preset, stream=io.StringIO())
-    assert study.synthesis_models() == () and study.arms() == ("real", "monai")
-    results = study.run()
+    preset, study, results = _micro_study_of_arms(tmp_path, ("real", "monai"))
+    run_dir = study.run_dir
     assert set(results["summary"]) == {"real", "monai"} and results["shape_consistency"] == {}
     assert not list((run_dir / "seed0").glob("stage1_*")) and not (run_dir / "seed0" / "synthetic").exists()
     assert sorted(p.name for p in (run_dir / "models").glob("*.safetensors")) == ["demo-liver-unet-mr.safetensors"]
@@ -239,18 +246,13 @@ def test_a_run_of_real_only_arms_trains_no_synthesis_model(tmp_path):
 def test_the_ct_arm_learns_from_restyled_ct_slices_and_trains_no_synthesis_model(tmp_path, monkeypatch):
     import Training.train_segmentation as loop
     from Training.report import write_report
-    from Training.study import Study
 
     restyled = []
     original = loop.random_appearance
     monkeypatch.setattr(loop, "random_appearance", lambda images, *a, **k: restyled.append(len(images)) or
                         original(images, *a, **k))
-    preset = _micro_preset()
-    preset.arms = ("real", "real+ct")
-    run_dir = tmp_path / "run"
-    study = Study(run_dir, preset, stream=io.StringIO())
-    assert study.synthesis_models() == () and study.arms() == ("real", "real+ct")
-    results = study.run()
+    preset, study, results = _micro_study_of_arms(tmp_path, ("real", "real+ct"))
+    run_dir = study.run_dir
     assert set(results["summary"]) == {"real", "real+ct"} and not list((run_dir / "seed0").glob("stage1_*"))
     assert results["per_seed"]["0"]["synthetic_slices"] == {"ct": len(study.ct_train)}
     ct_slices = round(preset.segmentation.batch_size * preset.segmentation.ct_fraction)  # ct_fraction, not
