@@ -123,6 +123,17 @@ def test_micro_study_end_to_end(tmp_path, capsys):
     assert str(store.default_model("segmentation")) == "demo-liver-unet-mr"
     assert load_model(store.resolve("demo-essnet-ct2mr")).card.task == "synthesis"
 
+    # TensorBoard logs per training job: the curves results.json records, readable by TensorBoard itself.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "seed0" / "arms" / "real" / "tensorboard"))
+    events.Reload()
+    assert {"loss", "val_dice", "best_val_dice"} <= set(events.Tags()["scalars"])
+    curve = [entry for entry in seed0["arms"]["real"]["history"] if "val_dice" in entry]
+    assert [(e.step, round(e.value, 5)) for e in events.Scalars("val_dice")] == [
+        (entry["iteration"], round(entry["val_dice"], 5)) for entry in curve]
+    assert events.Scalars("loss") and (run_dir / "seed0" / "stage1_essnet" / "tensorboard").is_dir()
+
     # Each training job's time is its loop's own clock; the checks are timed once.
     timings = json.loads((run_dir / "timings.json").read_text())
     assert timings["seed0/arm_real"] == json.loads((run_dir / "seed0" / "arms" / "real" / "done.json").read_text())[
