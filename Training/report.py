@@ -14,7 +14,7 @@ from pathlib import Path
 from SlicerEssNet.atomic import atomic_path
 
 from .figures import pyplot, save_figure
-from .presets import choose_shipped_arm
+from .presets import ARM_RECIPES, RESTYLED_CT, choose_shipped_arm, get_preset
 
 # Rafiq et al. 2025 (via a third-party summary; see /work/shared/reference/method-anchors.md) and CHAOS.
 PAPER = {
@@ -177,6 +177,7 @@ def markdown(results: dict, config: dict, figures: list) -> str:
                   f"** (the shipped U-Net's arm {shipped}: {dice(shipped):.4f}); ahead of the MONAI peer - that arm "
                   f"**{verdict(dice(shipped) > peer)}** ({dice(shipped):.4f} vs {peer:.4f}), like for like (both on "
                   f"real MR only) **{verdict(real > peer)}** ({real:.4f} vs {peer:.4f}).", ""]
+        lines += _time_target_lines(preset, seeds, timings, verdict)
     lines += _tta_lines(results)
     lines += _other_mr_lines(results, figures)
     lines += _on_ct_lines(results)
@@ -256,6 +257,23 @@ def _other_mr_lines(results: dict, figures=()) -> list:
     if "other_mr.png" in figures:
         lines += ["", "Each U-Net's outline on that scan: other_mr.png (seed " + str(results["seeds"][0]) + ")."]
     return lines + [""]
+
+
+def _time_target_lines(preset: dict, seeds: list, timings: dict, verdict) -> list:
+    """The ``cpu`` preset's time target, for a run of its whole arm list: one seed in 60 minutes on 2 cores."""
+    if tuple(preset["arms"]) != get_preset("cpu").arms:
+        return []  # some arms only: a seed here is not the whole study
+    seed = f"seed{seeds[0]}/"
+    jobs = {key[len(seed):]: value for key, value in timings.items() if key.startswith(seed)}
+    if not jobs:
+        return []
+    extra_arms = [arm for arm in preset["arms"] if ARM_RECIPES[arm][1] == RESTYLED_CT]  # beyond the paper
+    extra = sum(jobs.get(f"arm_{arm}", 0.0) for arm in extra_arms)
+    total = sum(jobs.values())
+    return [f"Time target of the `cpu` preset: one seed of the whole study in <= 60 min on 2 cores - "
+            f"**{verdict(total <= 3600)}** (seed {seeds[0]}: {total / 60:.0f} min, of which {extra / 60:.0f} for the "
+            f"arm{'s' if len(extra_arms) > 1 else ''} beyond the paper ({', '.join(extra_arms)}); `timings.json`).",
+            ""]
 
 
 def _on_ct_lines(results: dict) -> list:

@@ -199,6 +199,25 @@ def test_set_changes_any_option_with_its_own_type_and_arms_choose_the_arms():
         build_parser().parse_args(["run", "--arms", "real", "nonexistent"])
 
 
+def test_the_report_judges_the_time_target_on_a_whole_cpu_seed_only():
+    from Training.presets import get_preset
+    from Training.report import _time_target_lines
+
+    preset = get_preset("cpu").to_dict()
+    timings = {"seed0/arm_real": 1800.0, "seed0/stage1_essnet": 1200.0, "seed0/arm_real+ct": 600.0,
+               "seed1/arm_real": 900.0, "on_ct": 120.0}  # another seed and the checks are not seed 0's time
+
+    def verdict(ok):
+        return "met" if ok else "not met"
+
+    line = " ".join(_time_target_lines(preset, [0], timings, verdict))
+    assert "**met** (seed 0: 60 min, of which 10 for the arm beyond the paper (real+ct)" in line
+    timings["seed0/translate_essnet"] = 60.0
+    assert "**not met** (seed 0: 61 min" in " ".join(_time_target_lines(preset, [0], timings, verdict))
+    preset["arms"] = ["real", "real+ct", "monai"]  # some arms only: a seed of it is not the whole study
+    assert _time_target_lines(preset, [0], timings, verdict) == []
+
+
 def test_the_report_names_the_options_that_regenerate_a_changed_run():
     from Training.__main__ import build_parser, preset_for
     from Training.report import _changed_options
