@@ -98,10 +98,10 @@ def run_loop(job_dir, *, label: str, total: int, step: Callable[[int], dict], ge
         if done % checkpoint_every == 0:
             context.barrier()  # ranks leave together: nobody races ahead of a checkpoint being written
     tensorboard.close()
-    if start >= total:  # finished in an earlier session: reloaded as it was, its clock untouched
-        return {"iteration": total, "history": history, "training": get_state(), "seconds": earlier_seconds}
-    final = {"iteration": total, "history": history, "training": get_state(), "seconds": seconds()}
-    if context.is_main:
+    reloaded = start >= total  # finished in an earlier session: kept as it was, its clock untouched
+    final = {"iteration": total, "history": history, "training": get_state(),
+             "seconds": earlier_seconds if reloaded else seconds()}
+    if context.is_main and not reloaded:
         save_checkpoint(final, checkpoint_path)
     return final
 

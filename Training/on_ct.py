@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .checkpoint import read_json, write_json
+from .cohorts import load_case
 from .evaluate import as_loaded_model, score_segmentation
 
 DIRECT, THROUGH_MR = "direct", "through_synthetic_mr"
@@ -20,15 +21,25 @@ def score_on_ct(networks: dict, folders: dict, ct_cases: list, synthetic_cases, 
     """``{arm: {"direct": scores, "through_synthetic_mr": scores or None}}`` (scores as ``score_segmentation``
     gives them). ``folders``: each arm's job folder; ``synthetic_cases``: the held-out CT patients translated by
     EssNet (None where no EssNet was trained)."""
-    results = {}
+    results, read = {}, {DIRECT: None, THROUGH_MR: None}
+
+    def volumes(route: str, cases) -> dict:
+        """The route's volumes by patient, read once for every arm still to be scored (one dict per route: a CT
+        patient and its synthetic MR share the patient's name)."""
+        if read[route] is None:
+            read[route] = {case.patient: load_case(case) for case in cases}
+        return read[route]
+
     for arm, network in networks.items():
         path = Path(folders[arm]) / "scores_ct.json"
         entry = read_json(path)
         if entry is None:
-            entry = {DIRECT: score_segmentation(as_loaded_model(network, ct_card), ct_cases), THROUGH_MR: None}
+            direct = score_segmentation(as_loaded_model(network, ct_card), ct_cases, volumes(DIRECT, ct_cases))
+            entry = {DIRECT: direct, THROUGH_MR: None}
             if synthetic_cases:
                 # The synthetic MR of an early GAN can fail the modality check; it is what the route gives.
                 entry[THROUGH_MR] = score_segmentation(as_loaded_model(network, mr_card), synthetic_cases,
+                                                       volumes(THROUGH_MR, synthetic_cases),
                                                        allow_modality_mismatch=True)
             write_json(entry, path)
         results[arm] = entry

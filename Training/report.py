@@ -114,10 +114,7 @@ def markdown(results: dict, config: dict, figures: list) -> str:
     split = results["split"]
     timings = results.get("timings", {})
     lines = [f"# EssNet study, preset `{preset['name']}`", ""]
-    per_seed = {}
-    for key, value in timings.items():  # "seed0/arm_real": seconds the job cost (Study._timed)
-        seed_key = key.split("/")[0]
-        per_seed[seed_key] = per_seed.get(seed_key, 0.0) + value
+    per_seed = seconds_by_seed(timings)
     spent = ", ".join(f"{seed} {value / 60:.0f}" for seed, value in per_seed.items() if seed.startswith("seed"))
     lines += [f"Seeds {seeds} (mean ± sd over seeds where more than one). Finished {results.get('finished', '?')}; "
               f"wall time {sum(timings.values()) / 60:.0f} min ({spent} min; every job, retried stage-1 attempts "
@@ -263,17 +260,26 @@ def _other_mr_lines(results: dict, figures=()) -> list:
     return lines + [""]
 
 
+def seconds_by_seed(timings: dict) -> dict:
+    """``{"seed0": seconds, ...}`` summed from ``timings.json`` (keys ``seed0/arm_real``: what each job cost,
+    ``Study._timed``); the checks after the seeds keep their own key (``on_ct``, ``other_mr``)."""
+    totals = {}
+    for key, value in timings.items():
+        seed = key.split("/")[0]
+        totals[seed] = totals.get(seed, 0.0) + value
+    return totals
+
+
 def _time_target_lines(preset: dict, seeds: list, timings: dict, verdict) -> list:
     """The ``cpu`` preset's time target, for a run of its whole arm list: one seed in 60 minutes on 2 cores."""
     if tuple(preset["arms"]) != get_preset("cpu").arms:
         return []  # some arms only: a seed here is not the whole study
-    seed = f"seed{seeds[0]}/"
-    jobs = {key[len(seed):]: value for key, value in timings.items() if key.startswith(seed)}
-    if not jobs:
+    seed = f"seed{seeds[0]}"
+    total = seconds_by_seed(timings).get(seed)
+    if total is None:
         return []
     extra_arms = [arm for arm in preset["arms"] if ARM_RECIPES[arm][1] == RESTYLED_CT]  # beyond the paper
-    extra = sum(jobs.get(f"arm_{arm}", 0.0) for arm in extra_arms)
-    total = sum(jobs.values())
+    extra = sum(timings.get(f"{seed}/arm_{arm}", 0.0) for arm in extra_arms)
     return [f"Time target of the `cpu` preset: one seed of the whole study in <= 60 min on 2 cores - "
             f"**{verdict(total <= 3600)}** (seed {seeds[0]}: {total / 60:.0f} min, of which {extra / 60:.0f} for the "
             f"arm{'s' if len(extra_arms) > 1 else ''} beyond the paper ({', '.join(extra_arms)}); `timings.json`).",
@@ -286,12 +292,15 @@ def _on_ct_lines(results: dict) -> list:
     arms = on_ct.get("arms") or {}
     if not arms:
         return []
-    patients = results["split"]["CT"]["val"]
+    from .slices import ct_intensity_spec  # brings torch: only when a report has this section
+
+    patients, window = results["split"]["CT"]["val"], ct_intensity_spec()
     lines = ["## On CT (a check, not a target)", "",
              f"Each U-Net of seed {on_ct['seed']} on the {len(patients)} CT patients held out of training "
              f"({', '.join(patients)}), against their CT liver labels: through EssNet's synthetic MR (the method's "
              "route: `segment --from-ct`, the module's *Input is CT*) and on the CT itself, under a card with the "
-             "CT window (-125..275 HU) that the `real+ct` arm's CT slices had in training.", "",
+             f"CT window ({window['low']}..{window['high']} HU) that the `real+ct` arm's CT slices had in training.",
+             "",
              "| arm | through synthetic MR, 3D Dice | on the CT itself, 3D Dice |", "|---|---|---|"]
     for arm, entry in arms.items():
         title = ARM_TITLES.get(arm, arm).format(n=len(results["split"]["MR_low_data"]))
