@@ -105,6 +105,7 @@ class SegmentationOptions:
     iterations: int = 7000
     decay_from: int = 3500
     lr: float = 1e-3
+    optimizer: str = "adam"  # or "sgd": nnU-Net's SGD, Nesterov momentum 0.99 (with lr 0.01)
     weight_decay: float = 1e-5
     dice_weight: float = 1.0
     eval_every: int = 250  # validation patients scored; the best checkpoint is kept
@@ -112,6 +113,9 @@ class SegmentationOptions:
     # > 0: a training-only head on the U-Net's last features also learns the other organs the MR labels mark
     # (CHAOS: kidneys, spleen; Training/organ_head.py), its CE + Dice weighted so. The shipped U-Net is unchanged.
     organ_weight: float = 0.0
+    # > 0: training-only heads on this many coarser decoder levels also learn the liver (Training/deep_supervision.py).
+    # 3 lifted the real+ct arm to 0.907 +- 0.004 over 3 seeds (0.903 +- 0.001 without); off until the study reruns.
+    deep_supervision: int = 0
     synthetic_fraction: float = 0.5  # share of each batch drawn from synthetic MR in the mixed arms
     ct_fraction: float = 0.25  # share of each batch drawn from the restyled CT slices in the real+ct arm
     # > 0: the mixed arms draw synthetic MR only before this iteration, then real MR alone (pre-train, fine-tune)
@@ -221,6 +225,7 @@ def preset_from_dict(values: dict) -> Preset:
 # --- options as text: ``python -m Training run --set SECTION.FIELD=VALUE`` and the reports' regenerate line -------
 OPTION_SECTIONS = {"data": DataOptions, "synthesis": SynthesisOptions, "segmentation": SegmentationOptions}
 NOT_RECIPE = {("data", "data_root")}  # where the data lives, not how the study trains
+OPTION_CHOICES = {("data", "source"): ("real", "phantoms"), ("segmentation", "optimizer"): ("adam", "sgd")}
 
 
 def parse_option(text: str) -> tuple:
@@ -233,6 +238,9 @@ def parse_option(text: str) -> tuple:
     if name not in known:
         raise ValueError(f"{section} has no option {name!r}: choose one of {', '.join(known)}")
     default = known[name].default if known[name].default is not MISSING else known[name].default_factory()
+    choices = OPTION_CHOICES.get((section, name))
+    if choices and value not in choices:
+        raise ValueError(f"{section}.{name} is one of {', '.join(choices)}, not {value!r}")
     try:
         if isinstance(default, bool):
             if value.lower() not in ("true", "false", "1", "0"):

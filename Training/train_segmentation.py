@@ -9,6 +9,7 @@ import torch
 
 from .augment import bias_field_jitter, organ_contrast_jitter, random_appearance
 from .checkpoint import load_checkpoint, save_checkpoint
+from .deep_supervision import DeepSupervisionLoss, WithDeepSupervision
 from .distributed import unwrap
 from .loop import job_done, mark_done, run_loop
 from .organ_head import OrganLoss, WithOrganHead
@@ -32,13 +33,18 @@ def train_segmentation(job_dir, real_set, synthetic_set, preset, seed: int, cont
     organ_loss = None
     if options.organ_weight > 0 and kind == "classic":  # the MONAI peer keeps its own standard recipe
         network, organ_loss = WithOrganHead(network, real_set.organ_classes()), OrganLoss(options.dice_weight)
+    deep_loss = None
+    if options.deep_supervision > 0 and kind == "classic":
+        if organ_loss is not None:
+            raise ValueError("segmentation.deep_supervision and organ_weight cannot be combined: set one to 0")
+        network, deep_loss = WithDeepSupervision(network, options.deep_supervision), DeepSupervisionLoss(loss_function)
     network = context.wrap(network.to(device))
-    optimizer = adam(network.parameters(), options)
+    optimizer = build_optimizer(network.parameters(), options)
 
     def segmenter():
-        """The U-Net alone: what is validated, averaged, kept as best and shipped (never the organ head)."""
+        """The U-Net alone: what is validated, averaged, kept as best and shipped (never a training-only head)."""
         trained = unwrap(network)
-        return trained.segmenter if organ_loss is not None else trained
+        return trained.segmenter if organ_loss is not None or deep_loss is not None else trained
 
     average = WeightAverage(segmenter(), options.ema_decay) if options.ema_decay > 0 else None
     best = {"score": -1.0, "iteration": 0}
@@ -84,7 +90,11 @@ def train_segmentation(job_dir, real_set, synthetic_set, preset, seed: int, cont
             logits = network(images.to(device))
         if organs:
             logits, organ_logits = logits
-        loss = loss_function(logits, labels.to(device))
+        if deep_loss is not None:
+            logits, coarser = logits
+            loss = deep_loss(logits, coarser, labels.to(device))
+        else:
+            loss = loss_function(logits, labels.to(device))
         if organs:
             loss = loss + options.organ_weight * organ_loss(organ_logits, organ_labels[0].to(device))
         loss.backward()
@@ -132,6 +142,16 @@ def train_segmentation(job_dir, real_set, synthetic_set, preset, seed: int, cont
         mark_done(job_dir, {"iterations": total, "kind": kind, "seed": seed, "best": best,
                             "seconds": final["seconds"]})
     return result, final["history"], dict(best)
+
+
+def build_optimizer(parameters, options):
+    """``options.optimizer``: "adam" (the preset's) or "sgd", nnU-Net's SGD (Nesterov, momentum 0.99)."""
+    if options.optimizer == "sgd":
+        return torch.optim.SGD(list(parameters), lr=options.lr, momentum=0.99, nesterov=True,
+                               weight_decay=options.weight_decay)
+    if options.optimizer != "adam":
+        raise ValueError(f"segmentation.optimizer {options.optimizer!r} is not one of adam, sgd")
+    return adam(parameters, options)
 
 
 def adam(parameters, options):

@@ -192,7 +192,7 @@ def test_set_changes_any_option_with_its_own_type_and_arms_choose_the_arms():
     assert preset.arms == ("real", "monai")
     assert get_preset("cpu").data.organ_gamma == 0.8 and get_preset("cpu").segmentation.iterations == 7000
     for wrong in ("organ_gamma=0.8", "model.base=8", "data.organ_gama=0.8", "segmentation.iterations=many",
-                  "segmentation.autocast_bf16=maybe"):
+                  "segmentation.autocast_bf16=maybe", "segmentation.optimizer=adamw", "data.source=disk"):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["run", "--set", wrong])
     with pytest.raises(SystemExit):

@@ -1,0 +1,93 @@
+"""Deep supervision (stage 2, an option, off in the presets): the heads read the coarser decoder levels, the loss
+weighs them 1, 1/2, 1/4 against labels taken to their size, and the U-Net that is validated and shipped is the
+plain one. The optimizer option builds nnU-Net's SGD or the preset's Adam, and names a typo."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from SlicerEssNet.networks import build_network
+from SlicerEssNet.networks.unet import UNet
+from Training.cohorts import phantom_cases
+from Training.deep_supervision import DeepSupervisionLoss, WithDeepSupervision
+from Training.distributed import DistributedContext
+from Training.losses import CEDiceLoss
+from Training.presets import get_preset
+from Training.slices import build_slice_set
+from Training.train_segmentation import build_optimizer, train_segmentation
+
+GRID = {"mode": "spacing", "spacing_mm": 5.0, "size": 64, "multiple_of": 16}
+
+
+def _unet():
+    torch.manual_seed(0)
+    return build_network({"name": "unet", "in_channels": 1, "num_classes": 2, "base": 4}).eval()
+
+
+def test_heads_read_the_coarser_decoder_levels_and_leave_no_hook():
+    unet = _unet()
+    trained = WithDeepSupervision(unet, 3).eval()
+    x = torch.rand(2, 1, 32, 32)
+    logits, coarser = trained(x)
+    torch.testing.assert_close(logits, unet(x), rtol=0, atol=0)
+    assert [tuple(level.shape) for level in coarser] == [(2, 2, 16, 16), (2, 2, 8, 8), (2, 2, 4, 4)]
+    assert all(not up._forward_hooks for up in unet.up)
+    coarser[-1].sum().backward()  # the coarsest head trains the encoder, not the finer decoder levels
+    assert trained.heads[2].weight.grad.abs().sum() > 0 and unet.inc[0].weight.grad.abs().sum() > 0
+    assert trained.heads[0].weight.grad is None and unet.up[-1].conv[0].weight.grad is None
+    with pytest.raises(ValueError, match="below full size"):
+        WithDeepSupervision(unet, 4)
+
+
+def test_the_loss_weighs_each_level_by_half_the_one_above_against_the_label_at_its_size():
+    torch.manual_seed(1)
+    plain = CEDiceLoss()
+    logits, half, quarter = (torch.randn(2, 2, size, size) for size in (16, 8, 4))
+    target = torch.zeros(2, 16, 16, dtype=torch.long)
+    target[:, 4:12, 2:10] = 1  # a box on even pixels: nearest downsampling keeps it exactly
+    target_half, target_quarter = target[:, ::2, ::2], target[:, ::4, ::4]
+    expected = (plain(logits, target) + 0.5 * plain(half, target_half) + 0.25 * plain(quarter, target_quarter)) / 1.75
+    torch.testing.assert_close(DeepSupervisionLoss(plain)(logits, [half, quarter], target), expected)
+    torch.testing.assert_close(DeepSupervisionLoss(plain)(logits, [], target), plain(logits, target))
+
+
+def test_an_arm_with_deep_supervision_returns_and_keeps_a_plain_unet(tmp_path):
+    phantoms = phantom_cases(tmp_path / "phantoms", 1, 2)
+    preset = get_preset("demo")
+    preset.segmentation = dataclasses.replace(preset.segmentation, base=4, crop=32, batch_size=2, eval_every=3,
+                                              checkpoint_every=3, decay_from=3, deep_supervision=2)
+    real = build_slice_set(phantoms["MR"], GRID)
+    seen = []
+
+    def validate(network):
+        seen.append(type(network))
+        assert all(not up._forward_hooks for up in network.up)
+        return 0.5
+
+    network, history, _ = train_segmentation(tmp_path / "arm", real, None, preset, 0, DistributedContext(),
+                                             validate=validate, total=6)
+    assert type(network) is UNet and set(seen) == {UNet}
+    assert all(np.isfinite(record["loss"]) for record in history)
+    best = torch.load(tmp_path / "arm" / "best.pt", weights_only=True)["network"]
+    assert set(best) == set(network.state_dict())
+    state = torch.load(tmp_path / "arm" / "checkpoint.pt", weights_only=True)["training"]["network"]
+    assert {"heads.0.weight", "heads.1.weight"} <= set(state)
+    both = dataclasses.replace(preset.segmentation, organ_weight=1.0)
+    preset.segmentation = both
+    with pytest.raises(ValueError, match="cannot be combined"):
+        train_segmentation(tmp_path / "both", real, None, preset, 0, DistributedContext(), total=1)
+
+
+def test_the_optimizer_option_builds_sgd_or_adam_and_names_a_typo():
+    options = get_preset("cpu").segmentation
+    parameters = list(_unet().parameters())
+    assert isinstance(build_optimizer(parameters, options), torch.optim.Adam)
+    sgd = build_optimizer(parameters, dataclasses.replace(options, optimizer="sgd", lr=0.01))
+    assert isinstance(sgd, torch.optim.SGD)
+    group = sgd.param_groups[0]
+    assert (group["lr"], group["momentum"], group["nesterov"]) == (0.01, 0.99, True)
+    with pytest.raises(ValueError, match="not one of adam, sgd"):
+        build_optimizer(parameters, dataclasses.replace(options, optimizer="adamw"))
