@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pytest
 import torch
 
 from SlicerEssNet.networks import build_network
-from SlicerEssNet.networks.unet import UNet
 from Training.cohorts import phantom_cases
 from Training.deep_supervision import DeepSupervisionLoss, WithDeepSupervision
-from Training.distributed import DistributedContext
 from Training.losses import CEDiceLoss
 from Training.presets import get_preset
 from Training.slices import build_slice_set
-from Training.train_segmentation import build_optimizer, train_segmentation
+from Training.train_segmentation import build_optimizer
+
+from tiny_arm import train_tiny_arm
 
 GRID = {"mode": "spacing", "spacing_mm": 5.0, "size": 64, "multiple_of": 16}
 
@@ -55,30 +54,12 @@ def test_the_loss_weighs_each_level_by_half_the_one_above_against_the_label_at_i
 
 
 def test_an_arm_with_deep_supervision_returns_and_keeps_a_plain_unet(tmp_path):
-    phantoms = phantom_cases(tmp_path / "phantoms", 1, 2)
-    preset = get_preset("demo")
-    preset.segmentation = dataclasses.replace(preset.segmentation, base=4, crop=32, batch_size=2, eval_every=3,
-                                              checkpoint_every=3, decay_from=3, deep_supervision=2)
-    real = build_slice_set(phantoms["MR"], GRID)
-    seen = []
-
-    def validate(network):
-        seen.append(type(network))
-        assert all(not up._forward_hooks for up in network.up)
-        return 0.5
-
-    network, history, _ = train_segmentation(tmp_path / "arm", real, None, preset, 0, DistributedContext(),
-                                             validate=validate, total=6)
-    assert type(network) is UNet and set(seen) == {UNet}
-    assert all(np.isfinite(record["loss"]) for record in history)
-    best = torch.load(tmp_path / "arm" / "best.pt", weights_only=True)["network"]
-    assert set(best) == set(network.state_dict())
-    state = torch.load(tmp_path / "arm" / "checkpoint.pt", weights_only=True)["training"]["network"]
-    assert {"heads.0.weight", "heads.1.weight"} <= set(state)
-    both = dataclasses.replace(preset.segmentation, organ_weight=1.0)
-    preset.segmentation = both
+    real = build_slice_set(phantom_cases(tmp_path / "phantoms", 1, 2)["MR"], GRID)
+    state = train_tiny_arm(tmp_path / "arm", real, None,
+                           lambda network: all(not up._forward_hooks for up in network.up), deep_supervision=2)
+    assert {"heads.0.weight", "heads.1.weight"} <= state
     with pytest.raises(ValueError, match="cannot be combined"):
-        train_segmentation(tmp_path / "both", real, None, preset, 0, DistributedContext(), total=1)
+        train_tiny_arm(tmp_path / "both", real, None, lambda network: True, deep_supervision=2, organ_weight=1.0)
 
 
 def test_the_optimizer_option_builds_sgd_or_adam_and_names_a_typo():

@@ -3,20 +3,17 @@ with the liver under augmentation without touching its labels or the random stre
 are known, and never leave the U-Net that is validated and shipped."""
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
 
 from SlicerEssNet.networks import build_network
-from SlicerEssNet.networks.unet import UNet
 from Training.cohorts import load_case, phantom_cases
-from Training.distributed import DistributedContext
 from Training.organ_head import OrganLoss, WithOrganHead
 from Training.presets import get_preset
 from Training.slices import build_slice_set, intensity_spec, to_model_grid
-from Training.train_segmentation import train_segmentation
+
+from tiny_arm import train_tiny_arm
 
 GRID = {"mode": "spacing", "spacing_mm": 5.0, "size": 64, "multiple_of": 16}
 
@@ -81,23 +78,8 @@ def test_organ_loss_counts_only_the_slices_whose_organs_are_known():
 
 
 def test_an_arm_with_the_organ_head_returns_and_keeps_a_plain_unet(tmp_path, phantoms):
-    preset = get_preset("demo")
-    preset.segmentation = dataclasses.replace(preset.segmentation, base=4, crop=32, batch_size=2, eval_every=3,
-                                              checkpoint_every=3, decay_from=3, organ_weight=1.0)
     real = build_slice_set(phantoms["MR"], GRID, organs=True)
     synthetic = build_slice_set(phantoms["CT"], GRID, organs=True)  # stands in for synthetic MR: no organs
-    seen = []
-
-    def validate(network):
-        seen.append(type(network))
-        assert not network.outc._forward_pre_hooks
-        return 0.5
-
-    network, history, _ = train_segmentation(tmp_path / "arm", real, synthetic, preset, 0, DistributedContext(),
-                                             validate=validate, total=6)
-    assert type(network) is UNet and set(seen) == {UNet}
-    assert all(np.isfinite(record["loss"]) for record in history)
-    best = torch.load(tmp_path / "arm" / "best.pt", weights_only=True)["network"]
-    assert set(best) == set(network.state_dict())  # best (and so the shipped weights) hold the U-Net alone
-    state = torch.load(tmp_path / "arm" / "checkpoint.pt", weights_only=True)["training"]["network"]
+    state = train_tiny_arm(tmp_path / "arm", real, synthetic, lambda network: not network.outc._forward_pre_hooks,
+                           organ_weight=1.0)
     assert "organ_head.weight" in state  # the resumable state keeps the head
