@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .forward_taps import forward_with_outputs
+
 
 class WithDeepSupervision(nn.Module):
     """``segmenter`` (a core U-Net) plus a head on each of its ``levels`` finest decoder levels below full size.
@@ -29,17 +31,7 @@ class WithDeepSupervision(nn.Module):
         self.heads = nn.ModuleList(nn.Conv2d(up.conv[3].out_channels, classes, 1) for up in self.levels)
 
     def forward(self, x: torch.Tensor):
-        features = []
-        # The hooks live for this call only: the U-Net that is validated and shipped carries none.
-        hooks = [up.register_forward_hook(lambda _module, _inputs, output: features.append(output))
-                 for up in self.levels]
-        try:
-            logits = self.segmenter(x)
-        finally:
-            for hook in hooks:
-                hook.remove()
-        # hooks fire coarse to fine; heads are finest first
-        features = features[::-1]
+        logits, features = forward_with_outputs(self.segmenter, self.levels, x)
         return logits, [head(feature) for head, feature in zip(self.heads, features)]
 
 

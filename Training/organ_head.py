@@ -11,11 +11,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .forward_taps import forward_with_outputs
 from .losses import CEDiceLoss
 
 
 class WithOrganHead(nn.Module):
-    """``segmenter`` (a core U-Net) plus a 1x1 organ head fed by the input of its output convolution.
+    """``segmenter`` (a core U-Net) plus a 1x1 organ head fed by its last decoder level (what its output conv reads).
 
     ``forward`` returns ``(liver logits, organ logits)``; ``organ_classes`` counts "none of them" as class 0.
     """
@@ -26,14 +27,9 @@ class WithOrganHead(nn.Module):
         self.organ_head = nn.Conv2d(segmenter.outc.in_channels, organ_classes, 1)
 
     def forward(self, x: torch.Tensor):
-        # The hook lives for this call only: the U-Net that is validated and shipped carries none.
-        features = []
-        hook = self.segmenter.outc.register_forward_pre_hook(lambda _module, inputs: features.append(inputs[0]))
-        try:
-            liver = self.segmenter(x)
-        finally:
-            hook.remove()
-        return liver, self.organ_head(features[0])
+        # The last decoder level's output is what the output convolution reads.
+        liver, (features,) = forward_with_outputs(self.segmenter, [self.segmenter.up[-1]], x)
+        return liver, self.organ_head(features)
 
 
 class OrganLoss(nn.Module):

@@ -13,6 +13,7 @@ from .deep_supervision import DeepSupervisionLoss, WithDeepSupervision
 from .distributed import unwrap
 from .loop import job_done, mark_done, run_loop
 from .organ_head import OrganLoss, WithOrganHead
+from .presets import OPTION_CHOICES
 from .sampling import batch_indices, iteration_generator
 from .schedule import set_learning_rate
 from .segmentation_models import build_segmentation_model
@@ -44,7 +45,7 @@ def train_segmentation(job_dir, real_set, synthetic_set, preset, seed: int, cont
     def segmenter():
         """The U-Net alone: what is validated, averaged, kept as best and shipped (never a training-only head)."""
         trained = unwrap(network)
-        return trained.segmenter if organ_loss is not None or deep_loss is not None else trained
+        return trained.segmenter if isinstance(trained, (WithOrganHead, WithDeepSupervision)) else trained
 
     average = WeightAverage(segmenter(), options.ema_decay) if options.ema_decay > 0 else None
     best = {"score": -1.0, "iteration": 0}
@@ -150,7 +151,8 @@ def build_optimizer(parameters, options):
         return torch.optim.SGD(list(parameters), lr=options.lr, momentum=0.99, nesterov=True,
                                weight_decay=options.weight_decay)
     if options.optimizer != "adam":
-        raise ValueError(f"segmentation.optimizer {options.optimizer!r} is not one of adam, sgd")
+        choices = ", ".join(OPTION_CHOICES[("segmentation", "optimizer")])
+        raise ValueError(f"segmentation.optimizer {options.optimizer!r} is not one of {choices}")
     return adam(parameters, options)
 
 

@@ -16,7 +16,7 @@ from Training.presets import get_preset
 from Training.slices import build_slice_set
 from Training.train_segmentation import build_optimizer
 
-from tiny_arm import train_tiny_arm
+from tiny_arm import no_hooks_left, train_tiny_arm
 
 GRID = {"mode": "spacing", "spacing_mm": 5.0, "size": 64, "multiple_of": 16}
 
@@ -33,7 +33,7 @@ def test_heads_read_the_coarser_decoder_levels_and_leave_no_hook():
     logits, coarser = trained(x)
     torch.testing.assert_close(logits, unet(x), rtol=0, atol=0)
     assert [tuple(level.shape) for level in coarser] == [(2, 2, 16, 16), (2, 2, 8, 8), (2, 2, 4, 4)]
-    assert all(not up._forward_hooks for up in unet.up)
+    assert no_hooks_left(unet)
     coarser[-1].sum().backward()  # the coarsest head trains the encoder, not the finer decoder levels
     assert trained.heads[2].weight.grad.abs().sum() > 0 and unet.inc[0].weight.grad.abs().sum() > 0
     assert trained.heads[0].weight.grad is None and unet.up[-1].conv[0].weight.grad is None
@@ -55,11 +55,10 @@ def test_the_loss_weighs_each_level_by_half_the_one_above_against_the_label_at_i
 
 def test_an_arm_with_deep_supervision_returns_and_keeps_a_plain_unet(tmp_path):
     real = build_slice_set(phantom_cases(tmp_path / "phantoms", 1, 2)["MR"], GRID)
-    state = train_tiny_arm(tmp_path / "arm", real, None,
-                           lambda network: all(not up._forward_hooks for up in network.up), deep_supervision=2)
+    state = train_tiny_arm(tmp_path / "arm", real, None, deep_supervision=2)
     assert {"heads.0.weight", "heads.1.weight"} <= state
     with pytest.raises(ValueError, match="cannot be combined"):
-        train_tiny_arm(tmp_path / "both", real, None, lambda network: True, deep_supervision=2, organ_weight=1.0)
+        train_tiny_arm(tmp_path / "both", real, None, deep_supervision=2, organ_weight=1.0)
 
 
 def test_the_optimizer_option_builds_sgd_or_adam_and_names_a_typo():
