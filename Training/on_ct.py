@@ -4,7 +4,8 @@ Through synthetic MR, the method's route (EssNet's CT -> MR, then the U-Net unde
 Segmentation module's *Input is CT* and ``segment --from-ct`` give users), and directly, under a card with the CT
 window that the ``real+ct`` arm's CT slices had in training. Scored against the CT liver labels, reported apart
 from the MR validation scores, never used to pick a checkpoint. Each arm's scores are kept in its folder
-(``scores_ct.json``), so a resumed run does not score them again.
+(``scores_ct.json``), so a resumed run does not score them again; a route kept empty there (the arm was first
+scored in a run without EssNet) is scored once EssNet's synthetic MR is there.
 """
 from __future__ import annotations
 
@@ -32,15 +33,17 @@ def score_on_ct(networks: dict, folders: dict, ct_cases: list, synthetic_cases, 
 
     for arm, network in networks.items():
         path = Path(folders[arm]) / "scores_ct.json"
-        entry = read_json(path)
-        if entry is None:
-            direct = score_segmentation(as_loaded_model(network, ct_card), ct_cases, volumes(DIRECT, ct_cases))
-            entry = {DIRECT: direct, THROUGH_MR: None}
-            if synthetic_cases:
-                # The synthetic MR of an early GAN can fail the modality check; it is what the route gives.
-                entry[THROUGH_MR] = score_segmentation(as_loaded_model(network, mr_card), synthetic_cases,
-                                                       volumes(THROUGH_MR, synthetic_cases),
-                                                       allow_modality_mismatch=True)
+        entry = read_json(path) or {DIRECT: None, THROUGH_MR: None}
+        missing = entry.get(DIRECT) is None or (synthetic_cases and entry.get(THROUGH_MR) is None)
+        if entry.get(DIRECT) is None:
+            entry[DIRECT] = score_segmentation(as_loaded_model(network, ct_card), ct_cases,
+                                               volumes(DIRECT, ct_cases))
+        if synthetic_cases and entry.get(THROUGH_MR) is None:
+            # The synthetic MR of an early GAN can fail the modality check; it is what the route gives.
+            entry[THROUGH_MR] = score_segmentation(as_loaded_model(network, mr_card), synthetic_cases,
+                                                   volumes(THROUGH_MR, synthetic_cases),
+                                                   allow_modality_mismatch=True)
+        if missing:
             write_json(entry, path)
         results[arm] = entry
     return results

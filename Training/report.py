@@ -219,23 +219,31 @@ def markdown(results: dict, config: dict, figures: list) -> str:
               f"pool {preset['synthesis']['pool_size']}, Adam {preset['synthesis']['lr']} (0.5, 0.999), "
               f"{preset['synthesis']['iterations']} iterations (linear decay from {preset['synthesis']['decay_from']}), "
               f"batch {preset['synthesis']['batch_size']}, bf16 autocast {preset['synthesis']['autocast_bf16']}.",
-              f"- Stage 2: classic U-Net base {preset['segmentation']['base']} (CE + Dice"
-              + (f"; a training-only head on its last features also learns the kidneys and spleen of the MR labels,"
-                 f" weight {preset['segmentation']['organ_weight']:g}, dropped when shipped"
-                 if preset["segmentation"].get("organ_weight") else "") + "), Adam "
-              f"{preset['segmentation']['lr']}, batch {preset['segmentation']['batch_size']} "
-              f"({int(preset['segmentation']['synthetic_fraction'] * 100)} % synthetic in mixed arms"
-              + (f", {int(preset['segmentation']['ct_fraction'] * 100)} % CT with random appearances in real+ct"
-                 if "real+ct" in preset.get("arms", ()) else "") + "), "
-              f"{preset['segmentation']['iterations']} iterations, validation every "
-              f"{preset['segmentation']['eval_every']}; MONAI peer channels {preset['segmentation']['monai_channels']},"
-              f" {preset['segmentation']['monai_num_res_units']} residual units.", ""]
+              _stage2_recipe(preset), ""]
     if figures:
         lines += ["## Figures", ""]
         lines += [f"![{name}]({name})" for name in figures]
         lines.append("")
     return "\n".join(lines)
 
+
+def _stage2_recipe(preset: dict) -> str:
+    """The set-up line of stage 2: the U-Net, its loss and training-only heads, the optimizer and the batches."""
+    seg = preset["segmentation"]
+    heads = ""
+    if seg.get("organ_weight"):
+        heads += (f"; a training-only head on its last features also learns the kidneys and spleen of the MR labels,"
+                  f" weight {seg['organ_weight']:g}, dropped when shipped")
+    if seg.get("deep_supervision"):
+        heads += (f"; deep supervision: training-only heads on {seg['deep_supervision']} coarser decoder levels also"
+                  f" learn the liver, dropped when shipped")
+    optimizer = "SGD (Nesterov 0.99)" if seg.get("optimizer") == "sgd" else "Adam"
+    ct = (f", {int(seg['ct_fraction'] * 100)} % CT with random appearances in real+ct"
+          if "real+ct" in preset.get("arms", ()) else "")
+    return (f"- Stage 2: classic U-Net base {seg['base']} (CE + Dice{heads}), {optimizer} {seg['lr']}, batch "
+            f"{seg['batch_size']} ({int(seg['synthetic_fraction'] * 100)} % synthetic in mixed arms{ct}), "
+            f"{seg['iterations']} iterations, validation every {seg['eval_every']}; MONAI peer channels "
+            f"{seg['monai_channels']}, {seg['monai_num_res_units']} residual units.")
 
 def _other_mr_lines(results: dict, figures=()) -> list:
     """Each U-Net on an MR of another contrast (``Training/other_mr.py``): a check beside the validation scores."""

@@ -448,7 +448,9 @@ class Study:
         card = segmentation_card(
             self.preset, prefix + "liver-unet-mr", dict(training, arm=arm),
             description=f"Liver U-Net for MR, trained on {trained_on} ({self.preset.name} preset), arm '{arm}' "
-                        f"({why}); classic U-Net, CE + Dice", metrics=metrics)
+                        f"({why}); classic U-Net, CE + Dice"
+                        + (", deep supervision in training (its heads not shipped)"
+                           if self.preset.segmentation.deep_supervision else ""), metrics=metrics)
         save_model(first["networks"][arm], card, folder / card.name, dtype=torch.float16)
         on_ct = results.get("on_ct", {}).get("arms", {}).get(arm)
         if ARM_RECIPES[arm][1] == RESTYLED_CT and on_ct:

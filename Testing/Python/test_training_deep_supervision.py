@@ -1,6 +1,7 @@
-"""Deep supervision (stage 2, an option, off in the presets): the heads read the coarser decoder levels, the loss
+"""Deep supervision (stage 2, an option, on in the cpu preset): the heads read the coarser decoder levels, the loss
 weighs them 1, 1/2, 1/4 against labels taken to their size, and the U-Net that is validated and shipped is the
-plain one. The optimizer option builds nnU-Net's SGD or the preset's Adam, and names a typo."""
+plain one. The optimizer option builds nnU-Net's SGD or the preset's Adam, and names a typo. The report's set-up
+line says which of them a run trained with."""
 from __future__ import annotations
 
 import dataclasses
@@ -71,3 +72,16 @@ def test_the_optimizer_option_builds_sgd_or_adam_and_names_a_typo():
     assert (group["lr"], group["momentum"], group["nesterov"]) == (0.01, 0.99, True)
     with pytest.raises(ValueError, match="not one of adam, sgd"):
         build_optimizer(parameters, dataclasses.replace(options, optimizer="adamw"))
+
+
+def test_the_report_says_which_heads_and_optimizer_stage_2_trained_with():
+    from Training.report import _stage2_recipe
+
+    cpu = get_preset("cpu").to_dict()
+    assert cpu["segmentation"]["deep_supervision"] == 3
+    line = _stage2_recipe(cpu)
+    assert "deep supervision: training-only heads on 3 coarser decoder levels" in line and ", Adam 0.001," in line
+    cpu["segmentation"].update(deep_supervision=0, optimizer="sgd", lr=0.01)
+    line = _stage2_recipe(cpu)
+    assert "deep supervision" not in line and ", SGD (Nesterov 0.99) 0.01," in line
+    assert "deep supervision" not in _stage2_recipe(get_preset("demo").to_dict())

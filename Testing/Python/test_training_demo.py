@@ -140,7 +140,10 @@ def test_micro_study_end_to_end(tmp_path, capsys):
         "seconds"] > 0
     assert {"seed0/stage1_essnet", "seed0/translate_essnet", "on_ct"} <= set(timings)
 
-    # Running again resumes: nothing retrains, the scores are the same, and reloading adds no time.
+    # Running again resumes: nothing retrains, the scores are the same, and reloading adds no time. An arm first
+    # scored where no EssNet was trained (a job copied in from such a run) gets its route through synthetic MR then.
+    kept = run_dir / "seed0" / "arms" / "real" / "scores_ct.json"
+    kept.write_text(json.dumps({**json.loads(kept.read_text()), "through_synthetic_mr": None}))
     again = Study(run_dir, _micro_preset(), stream=log).run()
     assert json.loads((run_dir / "timings.json").read_text()) == timings
     assert json.dumps(again["summary"]) == json.dumps(results["summary"])  # NaN-safe (tiny models: empty masks)
