@@ -33,17 +33,19 @@ def score_on_ct(networks: dict, folders: dict, ct_cases: list, synthetic_cases, 
 
     for arm, network in networks.items():
         path = Path(folders[arm]) / "scores_ct.json"
-        entry = read_json(path) or {DIRECT: None, THROUGH_MR: None}
-        missing = entry.get(DIRECT) is None or (synthetic_cases and entry.get(THROUGH_MR) is None)
-        if entry.get(DIRECT) is None:
+        entry = {DIRECT: None, THROUGH_MR: None, **(read_json(path) or {})}
+        scored = False
+        if entry[DIRECT] is None:
             entry[DIRECT] = score_segmentation(as_loaded_model(network, ct_card), ct_cases,
                                                volumes(DIRECT, ct_cases))
-        if synthetic_cases and entry.get(THROUGH_MR) is None:
+            scored = True
+        if synthetic_cases and entry[THROUGH_MR] is None:
             # The synthetic MR of an early GAN can fail the modality check; it is what the route gives.
             entry[THROUGH_MR] = score_segmentation(as_loaded_model(network, mr_card), synthetic_cases,
                                                    volumes(THROUGH_MR, synthetic_cases),
                                                    allow_modality_mismatch=True)
-        if missing:
+            scored = True
+        if scored:
             write_json(entry, path)
         results[arm] = entry
     return results

@@ -245,6 +245,7 @@ def _stage2_recipe(preset: dict) -> str:
             f"{seg['iterations']} iterations, validation every {seg['eval_every']}; MONAI peer channels "
             f"{seg['monai_channels']}, {seg['monai_num_res_units']} residual units.")
 
+
 def _other_mr_lines(results: dict, figures=()) -> list:
     """Each U-Net on an MR of another contrast (``Training/other_mr.py``): a check beside the validation scores."""
     other = results.get("other_mr") or {}
