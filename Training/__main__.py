@@ -23,6 +23,14 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _workers(text: str):
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of worker processes >= 1 (or auto)")
+    return int(text)
+
+
 def _override(text: str) -> tuple:
     from .presets import parse_option
 
@@ -42,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=int, nargs="+", default=None,
                      help="override the preset's seeds; on an existing run folder, adds seeds to it")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    run.add_argument("--workers", type=_workers, default="auto",
+                     help="training jobs side by side, each in its own process (auto: 2 or more on a CPU, "
+                          "1 on a GPU or under torchrun; 1: one job after the other)")
     run.add_argument("--no-seg", action="store_true",
                      help="only the plain-CycleGAN ablation for stage 1 (seg_weight = 0); stage 2 skips EssNet arms")
     run.add_argument("--identity", type=_non_negative, default=None, metavar="LAMBDA",
@@ -131,7 +142,12 @@ def _run(arguments) -> int:
         print(f"note: {note}", file=sys.stderr)
     preset = preset_for(arguments)
     run_dir = arguments.run_dir or REPO / "runs" / preset.name
-    study = Study(run_dir, preset, context, device=str(device), seeds=arguments.seeds)
+    workers = arguments.workers
+    if workers == "auto":
+        from .job_pool import auto_workers
+
+        workers = auto_workers(str(device), context.enabled)
+    study = Study(run_dir, preset, context, device=str(device), seeds=arguments.seeds, workers=workers)
     study.run()
     if study.preset.run_cli_demo and context.is_main:
         from .demo import apply_models_with_cli

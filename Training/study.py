@@ -17,6 +17,7 @@ from __future__ import annotations
 import platform
 import sys
 import time
+from functools import cached_property
 from pathlib import Path
 
 from .cards import segmentation_card, synthesis_card
@@ -24,6 +25,7 @@ from .checkpoint import read_json, write_json
 from .cohorts import load_case, make_split, phantom_cases, real_cases, select
 from .distributed import DistributedContext, unwrap
 from .evaluate import as_loaded_model, mean_sd, mean_volume_dice, score_segmentation
+from .job_pool import Job, JobPool
 from .loop import job_done
 from .on_ct import score_on_ct
 from .other_mr import other_mr_case, score_other_mr
@@ -42,11 +44,16 @@ IN_MEMORY = ("networks", "generators", "synthetic_val")  # a seed's results kept
 
 class Study:
     def __init__(self, run_dir, preset, context: DistributedContext = None, stream=None, device="cpu",
-                 seeds=None):
+                 seeds=None, workers: int = 1, worker: bool = False):
+        """``workers`` > 1: the training jobs of each seed run side by side in that many processes
+        (``job_pool.py``); ``worker``: this process is one of them and only trains the jobs it is given."""
         self.run_dir = Path(run_dir)
         self.context = context or DistributedContext()
         self.stream = stream or sys.stderr
         self.device = device
+        if workers > 1 and self.context.enabled:
+            raise ValueError("--workers > 1 cannot be combined with torchrun: use one or the other")
+        self.workers, self.pool = max(1, int(workers)), None
         self.run_dir.mkdir(parents=True, exist_ok=True)
         config = read_json(self.run_dir / "config.json")
         if config is not None:
@@ -54,7 +61,8 @@ class Study:
             self.preset = preset_from_dict(config["preset"])
             self.split = config["split"]
             self.cases = self._cases_from(config["cases"])
-            self.log(f"resuming run {self.run_dir} (preset {self.preset.name})")
+            if not worker:
+                self.log(f"resuming run {self.run_dir} (preset {self.preset.name})")
             if seeds and tuple(seeds) != self.preset.seeds:
                 # More seeds on a finished run: the recorded options and split stay, finished seeds reload.
                 self.preset.seeds = tuple(seeds)
@@ -76,6 +84,7 @@ class Study:
                            self.run_dir / "config.json")
             self.context.barrier()
         self.timings = read_json(self.run_dir / "timings.json") or {}
+        self.wall_clock = read_json(self.run_dir / "wall_clock.json") or {}
         self.progress = StudyProgress([], self.log)
 
     # --- plumbing ----------------------------------------------------------------------------------------
@@ -122,28 +131,53 @@ class Study:
         patients = self.split["MR_low_data"] if part == "low" else self.split[modality][part]
         return select(self.cases[modality], patients)
 
+    # --- the data, read when first needed (a worker process reads only what its job trains on) -------------
+    @property
+    def grid(self) -> dict:
+        data = self.preset.data
+        return {"mode": "spacing", "spacing_mm": data.spacing_mm, "size": data.crop, "multiple_of": data.multiple_of}
+
+    @cached_property
+    def ct_train(self):
+        return build_slice_set(self.cases_of("CT", "train"), self.grid)
+
+    @cached_property
+    def mr_train(self):
+        organs = self.preset.segmentation.organ_weight > 0  # the other organs' labels, for the auxiliary organ head
+        return build_slice_set(self.cases_of("MR", "train"), self.grid, organs=organs)
+
+    @cached_property
+    def mr_low(self):
+        return build_slice_set(self.cases_of("MR", "low"), self.grid, organs=self.preset.segmentation.organ_weight > 0)
+
+    @cached_property
+    def mr_val_cases(self) -> list:
+        return self.cases_of("MR", "val")
+
+    @cached_property
+    def ct_val_cases(self) -> list:
+        return self.cases_of("CT", "val")
+
+    @cached_property
+    def val_volumes(self) -> dict:
+        return {case.patient: load_case(case) for case in self.mr_val_cases}
+
     # --- the study -----------------------------------------------------------------------------------------
     def run(self) -> dict:
         preset = self.preset
         self.log(f"preset {preset.name}: CT train {len(self.split['CT']['train'])} / val {len(self.split['CT']['val'])}"
                  f" patients, MR train {len(self.split['MR']['train'])} / val {len(self.split['MR']['val'])},"
                  f" low-data {len(self.split['MR_low_data'])}; seeds {list(preset.seeds)}")
-        grid = {"mode": "spacing", "spacing_mm": preset.data.spacing_mm, "size": preset.data.crop,
-                "multiple_of": preset.data.multiple_of}
         self.log("reading CT and MR training slices onto the model grid")
-        self.ct_train = build_slice_set(self.cases_of("CT", "train"), grid)
-        organs = preset.segmentation.organ_weight > 0  # the other organs' labels, for the auxiliary organ head
-        self.mr_train = build_slice_set(self.cases_of("MR", "train"), grid, organs=organs)
-        self.mr_low = build_slice_set(self.cases_of("MR", "low"), grid, organs=organs)
-        self.mr_val_cases = self.cases_of("MR", "val")
-        self.ct_val_cases = self.cases_of("CT", "val")
-        self.val_volumes = {case.patient: load_case(case) for case in self.mr_val_cases}
         self.log(f"slices: CT train {len(self.ct_train)}, MR train {len(self.mr_train)}, MR low-data {len(self.mr_low)}")
         self.progress = StudyProgress([f"seed{seed}/{job}" for seed in preset.seeds for job in self.planned_jobs()],
-                                      self.log)
+                                      self.log, workers=self.workers)
         per_seed = {}
-        for seed in preset.seeds:
-            per_seed[str(seed)] = self.run_seed(seed, grid)
+        with JobPool(self.run_dir, self.workers, self.device, self.log, self.progress.finished) as pool:
+            self.pool = pool if self.workers > 1 else None
+            for seed in preset.seeds:
+                per_seed[str(seed)] = self.run_seed(seed)
+        self.pool = None
         results = self.summarise(per_seed)
         results["test_time_augmentation"] = self.score_with_tta(per_seed, results["summary"])
         results["other_mr"] = self.check_other_mr(per_seed)
@@ -156,15 +190,20 @@ class Study:
         self.context.barrier()
         return results
 
-    def run_seed(self, seed: int, grid: dict) -> dict:
+    def run_seed(self, seed: int) -> dict:
         # Finished jobs reload from their checkpoints in seconds, so a finished seed simply runs through again.
         seed_dir = self.run_dir / f"seed{seed}"
+        started, finished_before, resumed = time.perf_counter(), (seed_dir / "results.json").exists(), seed_dir.exists()
         results = {"stage1": {}, "arms": {}, "shape_consistency": {}}
         networks = {}
-        # The arms on real MR alone come first: the real-only U-Net then judges each synthesis model (the gate).
-        for arm in self.arms():
-            if ARM_RECIPES[arm][1] is None:
-                results["arms"][arm], networks[arm] = self.run_arm(seed, arm, {})
+        if self.pool:  # every job that needs no synthetic MR; the gate's (real-only U-Net, synthesis models) first
+            independent = [arm for arm in self.arms() if ARM_RECIPES[arm][1] in (None, RESTYLED_CT)]
+            self.pool.submit([self.arm_job(seed, arm) for arm in independent if arm == "real"]
+                             + [self.stage1_job(seed, tag, essnet, 0) for tag, essnet in self.synthesis_models()]
+                             + [self.arm_job(seed, arm) for arm in independent if arm != "real"])
+        # The real-only U-Net comes first: it judges each synthesis model (the gate).
+        if "real" in self.arms():
+            results["arms"]["real"], networks["real"] = self.run_arm(seed, "real", {})
         judge = None
         if "real" in networks:
             judge = as_loaded_model(networks["real"], self.scoring_card(seed))
@@ -181,17 +220,23 @@ class Study:
             contact_sheet(sheet_rows(self.ct_val_cases, {titles[tag]: cases for tag, cases in synthetic_val.items()}),
                           seed_dir / "contact_sheet.png",
                           "held-out CT patients: CT / EssNet MR / CycleGAN MR (orange: CT liver label)")
-        synthetic_sets = {tag: build_slice_set(cases, grid) for tag, cases in synthetic_train.items()}
         if any(ARM_RECIPES[arm][1] == RESTYLED_CT for arm in self.arms()):
-            synthetic_sets[RESTYLED_CT], suffixes[RESTYLED_CT] = self.ct_train, ""
+            suffixes[RESTYLED_CT] = ""
+        later = [arm for arm in self.arms() if arm != "real"]
+        if self.pool:  # ahead of those still queued, so the shorter MONAI peer is left for last
+            self.pool.submit([self.arm_job(seed, arm, arm + suffixes[ARM_RECIPES[arm][1]],
+                                           synthetic_train[ARM_RECIPES[arm][1]])
+                              for arm in later if ARM_RECIPES[arm][1] in synthetic_train], first=True)
+        synthetic_sets = {tag: build_slice_set(cases, self.grid) for tag, cases in synthetic_train.items()}
+        if RESTYLED_CT in suffixes:
+            synthetic_sets[RESTYLED_CT] = self.ct_train
         results["synthetic_slices"] = {tag: len(s) for tag, s in synthetic_sets.items()}
 
-        for arm in self.arms():
+        for arm in later:
             source = ARM_RECIPES[arm][1]
-            if source is not None:
-                # An arm trained on a retried model's synthetic MR has its own folder: nothing stale is reused.
-                results["arms"][arm], networks[arm] = self.run_arm(seed, arm, synthetic_sets,
-                                                                   folder=arm + suffixes[source])
+            # An arm trained on a retried model's synthetic MR has its own folder: nothing stale is reused.
+            results["arms"][arm], networks[arm] = self.run_arm(
+                seed, arm, synthetic_sets, folder=arm + suffixes[source] if source else arm)
         results["arms"] = {arm: results["arms"][arm] for arm in self.arms()}
         results["networks"] = networks  # in memory only (IN_MEMORY: exported or scored, never written to JSON)
         results["generators"] = generators
@@ -199,6 +244,10 @@ class Study:
         if self.context.is_main:
             write_json({k: v for k, v in results.items() if k not in IN_MEMORY},
                        seed_dir / "results.json")
+            if not finished_before:  # the clock of the session that finished the seed, not of a reload
+                self.wall_clock[f"seed{seed}"] = {"seconds": round(time.perf_counter() - started, 1),
+                                                  "workers": self.workers, "resumed": resumed}
+                write_json(self.wall_clock, self.run_dir / "wall_clock.json")
         return results
 
     def stage1(self, seed_dir, seed: int, tag: str, essnet: bool, judge) -> dict:
@@ -233,13 +282,11 @@ class Study:
         """Train one synthesis model, translate every CT patient with it and let ``judge`` (the real-only U-Net)
         read its synthetic MR of the held-out CT patients against their CT liver labels (shape consistency)."""
         suffix = attempt_suffix(attempt)
-        stage1_seed = seed + 1000 * attempt
-        self.log(f"seed {seed}: stage 1, {tag} ({'with' if essnet else 'without'} the segmentation branch)"
-                 + (f", attempt {attempt + 1} (seed {stage1_seed})" if attempt else ""))
-        job_dir = seed_dir / f"stage1_{tag}{suffix}"
-        model = self._timed(f"seed{seed}/stage1_{tag}{suffix}", train_synthesis, job_dir, self.ct_train,
-                            self.mr_train, self.preset, stage1_seed, self.context, essnet, self.device,
-                            training_job=job_dir)
+        job = self.stage1_job(seed, tag, essnet, attempt)
+        if self.pool:  # trained by a worker (the gate's retries go first: everything after waits on them)
+            self.pool.run(job)
+        job_dir = self.run_dir / job.folder
+        model = self._timed(job.key, self.train_stage1, job, training_job=job_dir)
         sides = unwrap(model.generators)
         ct_to_mr = as_loaded_model(sides.ct_to_mr, synthesis_card(self.preset, f"{tag}-ct2mr", "CT->MR",
                                                                   self.training_record(seed)))
@@ -259,38 +306,87 @@ class Study:
         return {"sides": sides, "suffix": suffix, "shape_consistency": consistency,
                 "synthetic_train": self.context.broadcast_object(synthetic_train),
                 "synthetic_val": self.context.broadcast_object(synthetic_val),
-                "record": {"history": model.history, "attempt": attempt, "seed": stage1_seed,
+                "record": {"history": model.history, "attempt": attempt, "seed": job.stage1_seed,
                            "shape_consistency_3d_dice": consistency["mean_dice"] if consistency else None,
                            "segmenter_parameters": _count(sides.segmenter) if sides.segmenter else 0,
                            "generator_parameters": _count(sides.ct_to_mr)}}
 
+    def train_stage1(self, job: Job):
+        """Train (or reload) one synthesis model: here, or in a worker process (``train_job``)."""
+        if job_done(self.run_dir / job.folder) is None:
+            self.log(f"seed {job.seed}: stage 1, {job.tag} ({'with' if job.essnet else 'without'} the segmentation "
+                     "branch)" + (f", attempt {job.attempt + 1} (seed {job.stage1_seed})" if job.attempt else ""))
+        return train_synthesis(self.run_dir / job.folder, self.ct_train, self.mr_train, self.preset, job.stage1_seed,
+                               self.context, job.essnet, self.device)
+
     def run_arm(self, seed: int, arm: str, synthetic_sets: dict, folder: str = None):
-        part, synthetic, kind = ARM_RECIPES[arm]
+        job = self.arm_job(seed, arm, folder)
+        if self.pool:
+            self.pool.run(job)
+        job_dir = self.run_dir / job.folder
+        network, history, best = self._timed(job.key, self.train_arm, job, synthetic_sets, training_job=job_dir)
+        scores = self.arm_scores(job, network)
+        self.log(f"seed {seed}: arm {arm}: 3D Dice {scores['mean_dice']:.4f}, pooled 2D Dice "
+                 f"{scores['pooled_dice_2d']:.4f} (best at iteration {best['iteration']})")
+        self.progress.finished(f"seed{seed}/arm_{arm}", self.timings.get(job.key, 0.0))
+        return {"scores": scores, "history": history, "best": best, "parameters": _count(network),
+                "folder": job_dir.name}, network
+
+    def train_arm(self, job: Job, synthetic_sets: dict):
+        """Train (or reload) one stage-2 arm, best checkpoint picked on the validation patients: here, or in a
+        worker process (``train_job``). Returns ``(network, history, best)``."""
+        part, synthetic, kind = ARM_RECIPES[job.arm]
         real_set = self.mr_train if part == "train" else self.mr_low
-        card = self.scoring_card(seed)
+        card = self.scoring_card(job.seed)
         validate = lambda network: mean_volume_dice(as_loaded_model(network, card), self.mr_val_cases,  # noqa: E731
                                                     self.val_volumes)
-        folder = folder or arm
-        job_dir = self.arm_dir(seed, folder)
         extra = ""
         if synthetic:
             what = "CT slices given random appearances" if synthetic == RESTYLED_CT else f"synthetic ({synthetic})"
             extra = f" + {len(synthetic_sets[synthetic])} {what}"
-        self.log(f"seed {seed}: stage 2, arm {arm} ({len(real_set)} real slices{extra}, {kind})")
-        network, history, best = self._timed(
-            f"seed{seed}/arm_{folder}", train_segmentation, job_dir, real_set,
-            synthetic_sets.get(synthetic), self.preset, seed, self.context, kind, validate, self.device,
-            restyle_synthetic=synthetic == RESTYLED_CT, training_job=job_dir)
-        scores = read_json(job_dir / "scores.json")
+        if job_done(self.run_dir / job.folder) is None:
+            self.log(f"seed {job.seed}: stage 2, arm {job.arm} ({len(real_set)} real slices{extra}, {kind})")
+        return train_segmentation(self.run_dir / job.folder, real_set, synthetic_sets.get(synthetic), self.preset,
+                                  job.seed, self.context, kind, validate, self.device,
+                                  restyle_synthetic=synthetic == RESTYLED_CT)
+
+    def arm_scores(self, job: Job, network) -> dict:
+        """The arm's scores on the validation patients (``scores.json``, written once)."""
+        path = self.run_dir / job.folder / "scores.json"
+        scores = read_json(path)
         if scores is None and self.context.is_main:
-            scores = score_segmentation(as_loaded_model(network, card), self.mr_val_cases, self.val_volumes)
-            write_json(scores, job_dir / "scores.json")
-        scores = self.context.broadcast_object(scores)
-        self.log(f"seed {seed}: arm {arm}: 3D Dice {scores['mean_dice']:.4f}, pooled 2D Dice "
-                 f"{scores['pooled_dice_2d']:.4f} (best at iteration {best['iteration']})")
-        self.progress.finished(f"seed{seed}/arm_{arm}", self.timings.get(f"seed{seed}/arm_{folder}", 0.0))
-        return {"scores": scores, "history": history, "best": best, "parameters": _count(network),
-                "folder": job_dir.name}, network
+            scores = score_segmentation(as_loaded_model(network, self.scoring_card(job.seed)), self.mr_val_cases,
+                                        self.val_volumes)
+            write_json(scores, path)
+        return self.context.broadcast_object(scores)
+
+    # --- jobs: what a worker process needs to train one of them --------------------------------------------
+    def arm_job(self, seed: int, arm: str, folder: str = None, synthetic_cases=()) -> Job:
+        """``folder``: the arm, with a retried synthesis model's suffix; ``synthetic_cases``: the synthetic MR
+        it learns from (a worker reads them from disk)."""
+        folder = folder or arm
+        return Job(key=f"seed{seed}/arm_{folder}", folder=str(self.arm_dir(seed, folder).relative_to(self.run_dir)),
+                   seed=seed, arm=arm, synthetic_cases=tuple(synthetic_cases))
+
+    def stage1_job(self, seed: int, tag: str, essnet: bool, attempt: int) -> Job:
+        suffix = attempt_suffix(attempt)
+        return Job(key=f"seed{seed}/stage1_{tag}{suffix}", folder=f"seed{seed}/stage1_{tag}{suffix}", seed=seed,
+                   tag=tag, essnet=essnet, attempt=attempt, stage1_seed=seed + 1000 * attempt)
+
+    def train_job(self, job: Job) -> None:
+        """What a worker process does: train one job into its folder (``job_pool.py``). The study process then
+        reloads it like any finished job."""
+        if job.tag:
+            self.train_stage1(job)
+            return
+        synthetic = ARM_RECIPES[job.arm][1]
+        sets = {}
+        if synthetic == RESTYLED_CT:
+            sets[synthetic] = self.ct_train
+        elif synthetic:
+            sets[synthetic] = build_slice_set(list(job.synthetic_cases), self.grid)
+        network, _, _ = self.train_arm(job, sets)
+        self.arm_scores(job, network)
 
     def synthesis_models(self) -> tuple:
         """(tag, with segmentation branch) of the stage-1 models some arm learns from: both, only the ablation

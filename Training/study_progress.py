@@ -3,7 +3,8 @@
 Each job's own bar shows its ETA; a study is many jobs (the cpu preset's seed: 7 U-Nets and 2 synthesis models,
 70 minutes), so after each one the study says how far it is. The time left is the mean recorded time of the
 finished jobs of the same kind (U-Net arm, or synthesis model with its translation) times the jobs of that kind
-still to come, falling back to the mean of every finished job. The recorded times (``timings.json``) are what
+still to come, falling back to the mean of every finished job, shared among the worker processes when jobs run
+side by side (``job_pool.py``). The recorded times (``timings.json``) are what
 each job cost, sessions interrupted by a kill included, so a resumed run estimates from the start.
 """
 from __future__ import annotations
@@ -28,13 +29,17 @@ def format_minutes(seconds: float) -> str:
 
 
 class StudyProgress:
-    def __init__(self, planned, log):
+    def __init__(self, planned, log, workers: int = 1):
         self.planned = list(planned)  # job names: "seed0/arm_real", "seed0/stage1_essnet", ...
         self.seconds = {}  # finished job -> its recorded time
         self.log = log
+        self.workers = max(1, int(workers))
 
     def finished(self, job: str, seconds: float) -> None:
-        """Record ``job`` as done after ``seconds`` (a retried synthesis model is a job the plan did not have)."""
+        """Record ``job`` as done after ``seconds`` (a retried synthesis model is a job the plan did not have).
+        Said once: a job a worker finished is reported when it ends, not again when the study reloads it."""
+        if job in self.seconds:
+            return
         if job not in self.planned:
             self.planned.append(job)
         self.seconds[job] = float(seconds)
@@ -42,7 +47,7 @@ class StudyProgress:
         message = (f"progress: {len(self.seconds)} of {len(self.planned)} training jobs done "
                    f"({describe(job)}: {format_minutes(seconds)})")
         if left:
-            message += f"; about {format_minutes(self.expected_seconds(left))} left"
+            message += f"; about {format_minutes(self.expected_seconds(left) / min(self.workers, len(left)))} left"
         self.log(message)
 
     def expected_seconds(self, jobs) -> float:

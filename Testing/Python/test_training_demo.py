@@ -193,7 +193,7 @@ def test_set_changes_any_option_with_its_own_type_and_arms_choose_the_arms():
     assert preset.data.organ_gamma == 0.3 and preset.segmentation.iterations == 3000
     assert preset.segmentation.autocast_bf16 is False and preset.segmentation.monai_channels == (8, 16, 32)
     assert preset.arms == ("real", "monai")
-    assert get_preset("cpu").data.organ_gamma == 0.8 and get_preset("cpu").segmentation.iterations == 7000
+    assert get_preset("cpu").data.organ_gamma == 0.8 and get_preset("cpu").segmentation.iterations == 3500
     for wrong in ("organ_gamma=0.8", "model.base=8", "data.organ_gama=0.8", "segmentation.iterations=many",
                   "segmentation.autocast_bf16=maybe", "segmentation.optimizer=adamw", "data.source=disk"):
         with pytest.raises(SystemExit):

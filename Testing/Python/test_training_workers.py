@@ -1,0 +1,117 @@
+"""Training jobs side by side in worker processes (``--workers``): the same study, the same results, jobs that
+overlap in time, a failure that stops the run with one clear line, and a resume that trains nothing again."""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+
+import pytest
+
+from test_training_demo import _micro_preset
+
+
+def _overlapping(intervals) -> bool:
+    ordered = sorted(intervals)
+    return any(later[0] < earlier[1] for earlier, later in zip(ordered, ordered[1:]))
+
+
+@pytest.mark.slow
+def test_two_workers_give_the_results_of_one_process_and_run_jobs_side_by_side(tmp_path):
+    from Training.study import Study
+
+    alone = Study(tmp_path / "alone", _micro_preset(), stream=io.StringIO()).run()
+    log = io.StringIO()
+    run_dir = tmp_path / "side-by-side"
+    beside = Study(run_dir, _micro_preset(), stream=log, workers=2).run()
+
+    # Every job trains at one thread in both (the tests' budget), from the same seeds: the same numbers exactly.
+    assert json.dumps(beside["summary"]) == json.dumps(alone["summary"])
+    assert json.dumps(beside["shape_consistency"]) == json.dumps(alone["shape_consistency"])
+    assert json.dumps(beside["on_ct"]) == json.dumps(alone["on_ct"])
+
+    workers = json.loads((run_dir / "workers.json").read_text())
+    jobs = {f"seed0/arm_{arm}" for arm in _micro_preset().arms} | {"seed0/stage1_essnet", "seed0/stage1_cyclegan"}
+    assert set(workers) == jobs and {entry["workers"] for entry in workers.values()} == {2}
+    import datetime
+
+    def interval(entry):
+        start = datetime.datetime.fromisoformat(entry["started"]).timestamp()
+        return start, start + entry["wall_seconds"]
+
+    assert _overlapping([interval(entry) for entry in workers.values()])
+    # The study's clock: a seed's wall time beside the sum of what its jobs cost.
+    wall = json.loads((run_dir / "wall_clock.json").read_text())["seed0"]
+    assert wall["workers"] == 2 and wall["resumed"] is False and wall["seconds"] > 0
+    progress = [line for line in log.getvalue().splitlines() if "training jobs done" in line]
+    assert len(progress) == 8 and progress[-1].startswith("[study] progress: 8 of 8")
+
+    # Run again: every job reloads, no worker starts, nothing is timed again.
+    timings = (run_dir / "timings.json").read_text()
+    again = Study(run_dir, _micro_preset(), stream=io.StringIO(), workers=2).run()
+    assert json.dumps(again["summary"]) == json.dumps(beside["summary"])
+    assert (run_dir / "timings.json").read_text() == timings
+    assert json.loads((run_dir / "workers.json").read_text()) == workers
+
+
+@pytest.mark.slow
+def test_a_job_that_fails_in_its_worker_stops_the_study_with_one_line_and_leaves_no_result(tmp_path):
+    from Training.job_pool import TrainingJobFailed
+    from Training.study import Study
+
+    preset = _micro_preset()
+    preset.arms = ("real", "monai")
+    # The two heads cannot be combined: train_segmentation refuses, inside the worker.
+    preset.segmentation = dataclasses.replace(preset.segmentation, deep_supervision=1, organ_weight=0.5)
+    run_dir = tmp_path / "run"
+    with pytest.raises(TrainingJobFailed) as failure:
+        Study(run_dir, preset, stream=io.StringIO(), workers=2).run()
+    message = str(failure.value)
+    assert "\n" not in message and "seed0/arm_real failed in its worker process" in message
+    assert "run the same command again" in message
+    assert not (run_dir / "seed0" / "arms" / "real" / "done.json").exists()
+    assert not (run_dir / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_the_gate_retries_through_the_workers(tmp_path):
+    """A failed synthesis model is trained again by a worker, ahead of everything waiting on it."""
+    from Training.study import Study
+
+    preset = _micro_preset()
+    preset.arms = ("real", "real+essnet")
+    preset.synthesis = dataclasses.replace(preset.synthesis, min_shape_consistency=1.01, max_attempts=2)
+    run_dir = tmp_path / "run"
+    results = Study(run_dir, preset, stream=io.StringIO(), workers=2).run()
+    stage = results["per_seed"]["0"]["stage1"]["essnet"]
+    assert [a["seed"] for a in stage["attempts"]] == [0, 1000]
+    workers = json.loads((run_dir / "workers.json").read_text())
+    assert {"seed0/stage1_essnet", "seed0/stage1_essnet_attempt2", "seed0/arm_real"} <= set(workers)
+    folder = results["per_seed"]["0"]["arms"]["real+essnet"]["folder"]
+    assert f"seed0/arm_{folder}" in workers
+
+
+def test_auto_workers_share_the_cores_on_a_cpu_and_stay_one_elsewhere(monkeypatch):
+    from Training.job_pool import auto_workers
+
+    for threads, expected in (("1", 1), ("2", 2), ("3", 2), ("8", 4), ("32", 6)):
+        monkeypatch.setenv("OMP_NUM_THREADS", threads)
+        monkeypatch.delenv("SLICERESSNET_THREADS", raising=False)
+        assert auto_workers("cpu", distributed=False) == expected, threads
+    assert auto_workers("cuda:0", distributed=False) == 1
+    assert auto_workers("cpu", distributed=True) == 1
+
+
+def test_workers_on_the_command_line(tmp_path):
+    from Training.__main__ import build_parser
+    from Training.study import Study
+    from Training.distributed import DistributedContext
+
+    parser = build_parser()
+    assert parser.parse_args(["run"]).workers == "auto"
+    assert parser.parse_args(["run", "--workers", "3"]).workers == 3
+    for wrong in ("0", "-1", "two"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["run", "--workers", wrong])
+    with pytest.raises(ValueError, match="torchrun"):
+        Study(tmp_path / "run", _micro_preset(), DistributedContext(world_size=2), workers=2)
