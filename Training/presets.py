@@ -1,8 +1,8 @@
 """Experiment options, kept apart from the loops: a preset is a plain dataclass tree, recorded in results.
 
-``demo`` trains on procedural phantoms in a few minutes, ``cpu`` runs one seed of the real study in 70 minutes on
-2 cores (128 px, reduced widths; 60 for the method's arms, 10 for the extra ``real+ct`` arm), ``paper`` is the
-full-width 256 px recipe meant for a GPU.
+``demo`` trains on procedural phantoms in a few minutes, ``cpu`` runs one seed of the real study in 57 minutes on
+2 cores (128 px, reduced widths; two jobs side by side, ``job_pool.py``; 2026-12-02), ``paper`` is the full-width
+256 px recipe meant for a GPU.
 """
 from __future__ import annotations
 

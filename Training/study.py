@@ -1,16 +1,18 @@
 """The whole study, stage by stage, resumable at every step:
 
 1. patients found and split (patient-level, seeded; recorded in ``config.json``);
-2. stage 2 arms on real MR alone: the real-only U-Net, the low-data U-Net and the MONAI peer, each picked on the
-   validation MR patients and scored there;
+2. the real-only U-Net (stage 2), picked on the validation MR patients and scored there;
 3. stage 1: EssNet and the plain-CycleGAN ablation, same code and schedule; every CT patient translated to
    synthetic MR (NIfTI per patient + contact sheet); shape consistency: the real-only U-Net reads each model's
    synthetic MR of the held-out CT patients, against the CT liver label. A model that lost the anatomy is
    trained again from another seed (the gate, ``SynthesisOptions.min_shape_consistency``);
-4. stage 2 arms with synthetic MR (real + EssNet, real + CycleGAN, low-data + EssNet);
+4. the other stage 2 arms: with synthetic MR (real + EssNet, real + CycleGAN, low-data + EssNet), with restyled
+   CT, on real MR alone (the low-data U-Net, the MONAI peer);
 5. ``results.json``, the models (fp16 safetensors + cards) and the report.
 
-Each step leaves a marker or a checkpoint in the run folder; running the same command again continues.
+Each step leaves a marker or a checkpoint in the run folder; running the same command again continues. With
+``workers`` > 1 the training jobs run side by side in worker processes (``job_pool.py``), each queued as soon as
+what it learns from exists, and the steps above reload them in this order.
 """
 from __future__ import annotations
 
@@ -438,7 +440,7 @@ class Study:
         return {"preset": self.preset.to_dict(), "split": self.split, "seeds": list(self.preset.seeds),
                 "label_quality": label_survey(self.cases["MR"], self.cases["CT"]),
                 "summary": summary, "shipped_arm": self.shipped_arm(summary), "shape_consistency": shape,
-                "per_seed": clean, "timings": self.timings,
+                "per_seed": clean, "timings": self.timings, "wall_clock": self.wall_clock,
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
     def shipped_arm(self, summary: dict):

@@ -217,6 +217,17 @@ def test_the_report_judges_the_time_target_on_a_whole_cpu_seed_only():
     assert "**met** (seed 0: 60 min, of which 10 for the arm beyond the paper (real+ct)" in line
     timings["seed0/translate_essnet"] = 60.0
     assert "**not met** (seed 0: 61 min" in " ".join(_time_target_lines(preset, [0], timings, verdict))
+    # Jobs side by side (--workers): the seed's own clock decides, the checks after it added (60 s + 120 s).
+    clock = {"seed0": {"seconds": 3300.0, "workers": 2, "resumed": False}}
+    timings["seed0/tta_real+ct"] = 60.0
+    line = " ".join(_time_target_lines(preset, [0], timings, verdict, clock))
+    assert "**met** (seed 0: 58 min on the clock, 2 worker processes, the checks after the seed included; its " \
+           "jobs' own clocks add up to 62 min" in line
+    clock["seed0"]["seconds"] = 3500.0
+    assert "**not met** (seed 0: 61 min on the clock" in " ".join(_time_target_lines(preset, [0], timings, verdict,
+                                                                                     clock))
+    clock["seed0"]["resumed"] = True  # the clock missed the earlier sessions: judged on the jobs' times
+    assert "(seed 0: 62 min, of which 10" in " ".join(_time_target_lines(preset, [0], timings, verdict, clock))
     preset["arms"] = ["real", "real+ct", "monai"]  # some arms only: a seed of it is not the whole study
     assert _time_target_lines(preset, [0], timings, verdict) == []
 
