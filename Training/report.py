@@ -286,7 +286,8 @@ def _wall_clock_text(wall_clock: dict) -> str:
     """The seeds' own clocks (``wall_clock.json``), where recorded: with jobs side by side (``--workers``) the
     jobs' times add up to more than the seed took."""
     clocks = [f"{seed} {entry['seconds'] / 60:.0f} min ({entry['workers']} worker process"
-              f"{'es' if entry['workers'] > 1 else ''}{', resumed: its earlier sessions not counted' if entry.get('resumed') else ''})"
+              f"{'es' if entry['workers'] > 1 else ''}{', resumed: its earlier sessions not counted' if entry.get('resumed') else ''}"
+              f"{', its first jobs began during the seed before' if entry.get('began_early') else ''})"
               for seed, entry in wall_clock.items()]
     return ", ".join(clocks)
 

@@ -198,11 +198,8 @@ class Study:
         started, finished_before, resumed = time.perf_counter(), (seed_dir / "results.json").exists(), seed_dir.exists()
         results = {"stage1": {}, "arms": {}, "shape_consistency": {}}
         networks = {}
-        if self.pool:  # every job that needs no synthetic MR; the gate's (real-only U-Net, synthesis models) first
-            independent = [arm for arm in self.arms() if ARM_RECIPES[arm][1] in (None, RESTYLED_CT)]
-            self.pool.submit([self.arm_job(seed, arm) for arm in independent if arm == "real"]
-                             + [self.stage1_job(seed, tag, essnet, 0) for tag, essnet in self.synthesis_models()]
-                             + [self.arm_job(seed, arm) for arm in independent if arm != "real"])
+        if self.pool:
+            self.pool.submit(self.independent_jobs(seed))
         # The real-only U-Net comes first: it judges each synthesis model (the gate).
         if "real" in self.arms():
             results["arms"]["real"], networks["real"] = self.run_arm(seed, "real", {})
@@ -229,6 +226,9 @@ class Study:
             self.pool.submit([self.arm_job(seed, arm, arm + suffixes[ARM_RECIPES[arm][1]],
                                            synthetic_train[ARM_RECIPES[arm][1]])
                               for arm in later if ARM_RECIPES[arm][1] in synthetic_train], first=True)
+            following = list(self.preset.seeds[list(self.preset.seeds).index(seed) + 1:])
+            if following:  # behind this seed's last jobs: no worker waits idle for the seed to end
+                self.pool.submit(self.independent_jobs(following[0]))
         synthetic_sets = {tag: build_slice_set(cases, self.grid) for tag, cases in synthetic_train.items()}
         if RESTYLED_CT in suffixes:
             synthetic_sets[RESTYLED_CT] = self.ct_train
@@ -248,7 +248,9 @@ class Study:
                        seed_dir / "results.json")
             if not finished_before:  # the clock of the session that finished the seed, not of a reload
                 self.wall_clock[f"seed{seed}"] = {"seconds": round(time.perf_counter() - started, 1),
-                                                  "workers": self.workers, "resumed": resumed}
+                                                  "workers": self.workers, "resumed": resumed,
+                                                  # its first jobs ran beside the seed before's last ones
+                                                  "began_early": self.pool is not None and seed != self.preset.seeds[0]}
                 write_json(self.wall_clock, self.run_dir / "wall_clock.json")
         return results
 
@@ -369,6 +371,14 @@ class Study:
         folder = folder or arm
         return Job(key=f"seed{seed}/arm_{folder}", folder=str(self.arm_dir(seed, folder).relative_to(self.run_dir)),
                    seed=seed, arm=arm, synthetic_cases=tuple(synthetic_cases))
+
+    def independent_jobs(self, seed: int) -> list:
+        """The jobs of a seed that need no synthetic MR, those the stage-1 gate waits on first (the real-only
+        U-Net, the synthesis models)."""
+        independent = [arm for arm in self.arms() if ARM_RECIPES[arm][1] in (None, RESTYLED_CT)]
+        return ([self.arm_job(seed, arm) for arm in independent if arm == "real"]
+                + [self.stage1_job(seed, tag, essnet, 0) for tag, essnet in self.synthesis_models()]
+                + [self.arm_job(seed, arm) for arm in independent if arm != "real"])
 
     def stage1_job(self, seed: int, tag: str, essnet: bool, attempt: int) -> Job:
         suffix = attempt_suffix(attempt)

@@ -55,6 +55,35 @@ def test_two_workers_give_the_results_of_one_process_and_run_jobs_side_by_side(t
 
 
 @pytest.mark.slow
+def test_the_next_seeds_first_jobs_are_queued_before_the_seed_ends(tmp_path, monkeypatch):
+    """No worker waits idle while a seed's last arms train: the next seed's jobs are queued behind them."""
+    from Training.job_pool import JobPool
+    from Training.study import Study
+
+    events = []
+    submit, run_seed = JobPool.submit, Study.run_seed
+
+    def recording_submit(pool, jobs, first=False):
+        events.extend(job.key for job in jobs)
+        return submit(pool, jobs, first)
+
+    def recording_run_seed(study, seed):
+        events.append(f"run_seed {seed}")
+        return run_seed(study, seed)
+
+    monkeypatch.setattr(JobPool, "submit", recording_submit)
+    monkeypatch.setattr(Study, "run_seed", recording_run_seed)
+    preset = _micro_preset()
+    preset.arms, preset.seeds = ("real", "monai"), (0, 1)
+    run_dir = tmp_path / "run"
+    Study(run_dir, preset, stream=io.StringIO(), workers=2).run()
+    assert events.index("seed1/arm_real") < events.index("run_seed 1")
+    assert events.index("seed1/arm_monai") < events.index("run_seed 1")
+    clock = json.loads((run_dir / "wall_clock.json").read_text())
+    assert clock["seed0"]["began_early"] is False and clock["seed1"]["began_early"] is True
+
+
+@pytest.mark.slow
 def test_a_job_that_fails_in_its_worker_stops_the_study_with_one_line_and_leaves_no_result(tmp_path):
     from Training.job_pool import TrainingJobFailed
     from Training.study import Study
