@@ -11,6 +11,15 @@ import pytest
 from test_training_demo import _micro_preset
 
 
+def _micro(arms, section: str = "", **changes):
+    """The micro preset with these arms, and some options of one section changed."""
+    preset = _micro_preset()
+    preset.arms = arms
+    if section:
+        setattr(preset, section, dataclasses.replace(getattr(preset, section), **changes))
+    return preset
+
+
 def _overlapping(intervals) -> bool:
     ordered = sorted(intervals)
     return any(later[0] < earlier[1] for earlier, later in zip(ordered, ordered[1:]))
@@ -73,8 +82,8 @@ def test_the_next_seeds_first_jobs_are_queued_before_the_seed_ends(tmp_path, mon
 
     monkeypatch.setattr(JobPool, "submit", recording_submit)
     monkeypatch.setattr(Study, "run_seed", recording_run_seed)
-    preset = _micro_preset()
-    preset.arms, preset.seeds = ("real", "monai"), (0, 1)
+    preset = _micro(("real", "monai"))
+    preset.seeds = (0, 1)
     run_dir = tmp_path / "run"
     Study(run_dir, preset, stream=io.StringIO(), workers=2).run()
     assert events.index("seed1/arm_real") < events.index("run_seed 1")
@@ -88,10 +97,8 @@ def test_a_job_that_fails_in_its_worker_stops_the_study_with_one_line_and_leaves
     from Training.job_pool import TrainingJobFailed
     from Training.study import Study
 
-    preset = _micro_preset()
-    preset.arms = ("real", "monai")
     # The two heads cannot be combined: train_segmentation refuses, inside the worker.
-    preset.segmentation = dataclasses.replace(preset.segmentation, deep_supervision=1, organ_weight=0.5)
+    preset = _micro(("real", "monai"), "segmentation", deep_supervision=1, organ_weight=0.5)
     run_dir = tmp_path / "run"
     with pytest.raises(TrainingJobFailed) as failure:
         Study(run_dir, preset, stream=io.StringIO(), workers=2).run()
@@ -107,9 +114,7 @@ def test_the_gate_retries_through_the_workers(tmp_path):
     """A failed synthesis model is trained again by a worker, ahead of everything waiting on it."""
     from Training.study import Study
 
-    preset = _micro_preset()
-    preset.arms = ("real", "real+essnet")
-    preset.synthesis = dataclasses.replace(preset.synthesis, min_shape_consistency=1.01, max_attempts=2)
+    preset = _micro(("real", "real+essnet"), "synthesis", min_shape_consistency=1.01, max_attempts=2)
     run_dir = tmp_path / "run"
     results = Study(run_dir, preset, stream=io.StringIO(), workers=2).run()
     stage = results["per_seed"]["0"]["stage1"]["essnet"]
