@@ -172,7 +172,7 @@ def _cpu() -> Preset:
     # organ_contrast: +0.04 mean 3D Dice for the real-only arm (0.81 -> 0.85), most of it on the dark-liver patient.
     # organ_gamma 0.8 on top: seed 0's real-only arm 0.875 -> 0.910 (chaos_mr_15 0.78 -> 0.90); a wider
     # organ_contrast (1.0) instead gave 0.862 (runs of that arm alone, 2026-12-01).
-    # ship_arm: real+ct, not the single seed's best. Over 3 seeds (results/cpu-real) it scored 0.903 +- 0.001 on
+    # ship_arm: real+ct, not the single seed's best. Over 3 seeds (results/cpu-real, git history) it scored 0.903 +- 0.001 on
     # the T2 validation patients against real MR alone's 0.898 +- 0.009, and on a T1-like MR (TotalSegmentator's
     # example, Training/other_mr.py) its U-Nets found the liver (Dice 0.58-0.74) where those of real MR alone did
     # not (0.17-0.35).
