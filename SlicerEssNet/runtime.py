@@ -37,7 +37,7 @@ def import_torch(threads: Optional[int] = None, wait: str = "passive"):
         os.environ.update(policy)
     torch = require_torch()
     if threads is None:
-        threads = requested_thread_count() or default_thread_count()
+        threads = thread_budget()
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return torch
@@ -67,6 +67,11 @@ def requested_thread_count() -> int:
         if text.isdigit() and int(text) > 0:
             return int(text)
     return 0
+
+
+def thread_budget() -> int:
+    """The threads this process may use: what the user asked for, else the cores it can run on."""
+    return requested_thread_count() or default_thread_count()
 
 
 def default_thread_count() -> int:

@@ -52,11 +52,11 @@ def auto_workers(device: str, distributed: bool) -> int:
     """Workers for ``--workers auto``: on a CPU, two or more processes of at least one thread each, within the
     threads the user allows (``SLICERESSNET_THREADS`` / ``OMP_NUM_THREADS``, else the cores); one on a GPU or
     under torchrun. No more than 6: a seed has 6 jobs that need no synthetic MR, and 3 that do."""
-    from SlicerEssNet.runtime import default_thread_count, requested_thread_count
+    from SlicerEssNet.runtime import thread_budget
 
     if distributed or not str(device).startswith("cpu"):
         return 1
-    budget = requested_thread_count() or default_thread_count()
+    budget = thread_budget()
     return 1 if budget < 2 else min(6, max(2, budget // 2))
 
 
@@ -65,12 +65,11 @@ class JobPool:
     the way out. With ``workers`` <= 1 it is never used (the study trains in its own process)."""
 
     def __init__(self, run_dir, workers: int, device: str, log, on_finished=None, threads: int = 0):
-        from SlicerEssNet.runtime import default_thread_count, requested_thread_count
+        from SlicerEssNet.runtime import thread_budget
 
         self.run_dir = Path(run_dir)
         self.workers = max(1, int(workers))
-        budget = requested_thread_count() or default_thread_count()
-        self.threads = int(threads) or max(1, budget // self.workers)
+        self.threads = int(threads) or max(1, thread_budget() // self.workers)
         self.device = str(device)
         self.log = log
         self.on_finished = on_finished  # (job, seconds of its own clock)

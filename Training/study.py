@@ -219,19 +219,19 @@ class Study:
             contact_sheet(sheet_rows(self.ct_val_cases, {titles[tag]: cases for tag, cases in synthetic_val.items()}),
                           seed_dir / "contact_sheet.png",
                           "held-out CT patients: CT / EssNet MR / CycleGAN MR (orange: CT liver label)")
+        sources = dict(synthetic_train)
         if any(ARM_RECIPES[arm][1] == RESTYLED_CT for arm in self.arms()):
-            suffixes[RESTYLED_CT] = ""
+            sources[RESTYLED_CT], suffixes[RESTYLED_CT] = (), ""
         later = [arm for arm in self.arms() if arm != "real"]
         if self.pool:  # ahead of those still queued, so the shorter MONAI peer is left for last
             self.pool.submit([self.arm_job(seed, arm, arm + suffixes[ARM_RECIPES[arm][1]],
                                            synthetic_train[ARM_RECIPES[arm][1]])
                               for arm in later if ARM_RECIPES[arm][1] in synthetic_train], first=True)
-            following = list(self.preset.seeds[list(self.preset.seeds).index(seed) + 1:])
-            if following:  # behind this seed's last jobs: no worker waits idle for the seed to end
-                self.pool.submit(self.independent_jobs(following[0]))
-        synthetic_sets = {tag: build_slice_set(cases, self.grid) for tag, cases in synthetic_train.items()}
-        if RESTYLED_CT in suffixes:
-            synthetic_sets[RESTYLED_CT] = self.ct_train
+            seeds = list(self.preset.seeds)
+            later_seeds = seeds[seeds.index(seed) + 1:]
+            if later_seeds:  # behind this seed's last jobs: no worker waits idle for the seed to end
+                self.pool.submit(self.independent_jobs(later_seeds[0]))
+        synthetic_sets = self.synthetic_sets(sources)
         results["synthetic_slices"] = {tag: len(s) for tag, s in synthetic_sets.items()}
 
         for arm in later:
@@ -304,7 +304,7 @@ class Study:
             if judge is not None:
                 consistency = score_segmentation(judge, synthetic_val, allow_modality_mismatch=True)
         consistency = self.context.broadcast_object(consistency)
-        self.progress.finished(f"seed{seed}/stage1_{tag}{suffix}",
+        self.progress.finished(job.progress_key,
                                sum(self.timings.get(f"seed{seed}/{step}_{tag}{suffix}", 0.0)
                                    for step in ("stage1", "translate")))
         return {"sides": sides, "suffix": suffix, "shape_consistency": consistency,
@@ -332,7 +332,7 @@ class Study:
         scores = self.arm_scores(job, network)
         self.log(f"seed {seed}: arm {arm}: 3D Dice {scores['mean_dice']:.4f}, pooled 2D Dice "
                  f"{scores['pooled_dice_2d']:.4f} (best at iteration {best['iteration']})")
-        self.progress.finished(f"seed{seed}/arm_{arm}", self.timings.get(job.key, 0.0))
+        self.progress.finished(job.progress_key, self.timings.get(job.key, 0.0))
         return {"scores": scores, "history": history, "best": best, "parameters": _count(network),
                 "folder": job_dir.name}, network
 
@@ -392,13 +392,13 @@ class Study:
             self.train_stage1(job)
             return
         synthetic = ARM_RECIPES[job.arm][1]
-        sets = {}
-        if synthetic == RESTYLED_CT:
-            sets[synthetic] = self.ct_train
-        elif synthetic:
-            sets[synthetic] = build_slice_set(list(job.synthetic_cases), self.grid)
-        network, _, _ = self.train_arm(job, sets)
+        network, _, _ = self.train_arm(job, self.synthetic_sets({synthetic: job.synthetic_cases} if synthetic else {}))
         self.arm_scores(job, network)
+
+    def synthetic_sets(self, cases_by_source: dict) -> dict:
+        """Slice sets of each source's synthetic MR cases; the restyled-CT source is the CT training slices."""
+        return {source: self.ct_train if source == RESTYLED_CT else build_slice_set(list(cases), self.grid)
+                for source, cases in cases_by_source.items()}
 
     def synthesis_models(self) -> tuple:
         """(tag, with segmentation branch) of the stage-1 models some arm learns from: both, only the ablation
