@@ -18,7 +18,7 @@ import numpy as np
 from .errors import CancelledError, DeviceError
 from .fusion import prepare_for_inference, uses_instance_norm
 from .progress import CancelToken, ProgressCallback, ProgressTracker
-from .runtime import autocast_dtype, import_torch, select_device
+from .runtime import autocast_dtype, convolution_memory_format, import_torch, select_device
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +56,13 @@ class SliceEngine:
         self.requested_batch_size = batch_size
         self._copy_stream = None  # created on first CUDA upload
         self.instance_norm = uses_instance_norm(network)
+        self.memory_format = convolution_memory_format(self.device)
         key = str(self.device)
         if prepared is not None and key in prepared:
             self.network = prepared[key]
             return
-        network = prepare_for_inference(network).to(self.device)  # a copy: the caller's network is left as it was
-        if self.device.type != "mps":
-            # oneDNN and cuDNN both prefer NHWC for 3x3 convolutions.
-            network = network.to(memory_format=self.torch.channels_last)
+        # a copy: the caller's network is left as it was
+        network = prepare_for_inference(network).to(self.device, memory_format=self.memory_format)
         self.network = network
         if prepared is not None:
             prepared[key] = network
@@ -158,8 +157,7 @@ class SliceEngine:
 
     def _network(self, x):
         """The network's output in fp32 (autocast inside, as the engine's precision says)."""
-        if self.device.type != "mps":
-            x = x.contiguous(memory_format=self.torch.channels_last)
+        x = x.contiguous(memory_format=self.memory_format)
         with self._autocast_context():
             y = self.network(x)
         return y.float()

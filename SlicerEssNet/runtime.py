@@ -145,3 +145,10 @@ def autocast_dtype(device, precision: str = "auto"):
     if device.type == "cpu" and cpu_supports_fast_bf16():
         return torch.bfloat16
     return None
+
+
+def convolution_memory_format(device):
+    """The memory format convolutional networks run fastest in on ``device``: channels_last (NHWC) for oneDNN
+    and cuDNN 3x3 convolutions, which both prefer it; the default (NCHW) on MPS, whose kernels do not."""
+    torch = require_torch()  # not import_torch: this must not change the caller's thread count
+    return torch.contiguous_format if torch.device(device).type == "mps" else torch.channels_last

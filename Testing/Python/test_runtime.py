@@ -1,4 +1,4 @@
-"""Where torch runs: OpenMP wait policies set before torch loads, device and precision choices."""
+"""Where torch runs: OpenMP wait policies set before torch loads, device, precision and memory layout choices."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from SlicerEssNet.errors import DeviceError
-from SlicerEssNet.runtime import WAIT_POLICIES, autocast_dtype, select_device
+from SlicerEssNet.runtime import WAIT_POLICIES, autocast_dtype, convolution_memory_format, select_device
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -101,3 +101,11 @@ def test_device_and_precision_choices():
         autocast_dtype(torch.device("cpu"), "fp8")
     with pytest.raises(DeviceError, match="unknown device 'tpu'"):
         select_device("tpu")
+
+
+def test_convolutions_run_channels_last_except_on_mps():
+    import torch
+
+    assert convolution_memory_format(torch.device("cpu")) is torch.channels_last
+    assert convolution_memory_format("cuda:1") is torch.channels_last
+    assert convolution_memory_format("mps") is torch.contiguous_format

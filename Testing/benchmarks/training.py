@@ -6,7 +6,8 @@ Both precisions start from the same seed and see the same batches, so the loss c
 the optimisation over the first steps (a short curve, not a convergence study: the presets record which precision
 they use and the reports show the full learning curves). The faster precision is worth using only where the two
 curves agree. Each OpenMP wait policy (SlicerEssNet.runtime.WAIT_POLICIES) runs in its own process, one after the
-other, so the tables compare them side by side.
+other, so the tables compare them side by side. A last line compares the U-Net step in the NCHW and NHWC
+(channels_last) memory layouts, same seed and batches: training uses NHWC.
 """
 from __future__ import annotations
 
@@ -42,13 +43,17 @@ def essnet_steps(options, crop: int, steps: int):
     return steps * options.batch_size / seconds, losses
 
 
-def unet_steps(options, crop: int, steps: int, bf16: bool):
+def unet_steps(options, crop: int, steps: int, bf16: bool, channels_last: bool = True):
+    """Samples/s and losses of the stage-2 step; ``channels_last``: the NHWC layout training uses
+    (``train_segmentation``), else NCHW, for the layout table."""
     import torch
 
     from Training.segmentation_models import build_segmentation_model
 
     torch.manual_seed(0)
     network, loss_function = build_segmentation_model("classic", options)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    network = network.to(memory_format=layout)
     optimizer = torch.optim.Adam(network.parameters(), lr=options.lr)
     generator = torch.Generator().manual_seed(0)
     batches = [(torch.rand(options.batch_size, 1, crop, crop, generator=generator) * 2 - 1,
@@ -58,7 +63,7 @@ def unet_steps(options, crop: int, steps: int, bf16: bool):
         optimizer.zero_grad(set_to_none=True)
         context = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False)
         with context:
-            logits = network(images)
+            logits = network(images.contiguous(memory_format=layout))
         loss = loss_function(logits, labels)
         loss.backward()
         optimizer.step()
@@ -87,6 +92,15 @@ def measure(preset_name: str, steps: int) -> list:
     rows.append((f"U-Net step, base {segmentation.base}, {segmentation.crop} px, batch {segmentation.batch_size}",
                  results))
     return rows
+
+
+def measure_layouts(preset_name: str, steps: int) -> dict:
+    """``{channels_last: (rate, losses)}`` of the U-Net step with the preset's precision, NCHW then NHWC."""
+    from Training.presets import get_preset
+
+    segmentation = get_preset(preset_name).segmentation
+    return {layout: unet_steps(segmentation, segmentation.crop, steps, segmentation.autocast_bf16, layout)
+            for layout in (False, True)}
 
 
 BUSY_NEIGHBOUR = "import time\nend = time.time() + 120\nwhile time.time() < end: pass\n"
@@ -133,6 +147,11 @@ def main() -> int:
         tail32, tail16 = sum(loss32[-5:]) / 5, sum(loss16[-5:]) / 5
         print(f"{title:62s} {rate32:15.2f} {rate16:15.2f} {rate16 / rate32:8.2f}x {tail32:19.4f} {tail16:19.4f}",
               flush=True)
+    layouts = measure_layouts(args.preset, args.steps)
+    (nchw, loss_nchw), (nhwc, loss_nhwc) = layouts[False], layouts[True]
+    print(f"U-Net step memory layout (the preset's precision): NCHW {nchw:.2f} samples/s, NHWC (channels_last, what "
+          f"training uses) {nhwc:.2f} samples/s, {nhwc / nchw:.2f}x; loss of the last 5 steps "
+          f"{sum(loss_nchw[-5:]) / 5:.4f} / {sum(loss_nhwc[-5:]) / 5:.4f}", flush=True)
     busy, quiet = beside_busy_neighbour(args.preset, args.steps), rows[0][1][False][0]
     print(f"{rows[0][0]}, fp32, beside one busy CPU-bound process: {busy:.2f} samples/s ({quiet / busy:.2f}x slower "
           "than quiet)", flush=True)
