@@ -137,7 +137,12 @@ class CT2MRISynthesisWidget(EssNetWidgetMixin, ScriptedLoadableModuleWidget, VTK
         with slicer.util.tryWithErrorDisplay(_("Could not add the synthetic image to the scene.")):
             result = self.logic.applyResults(run, inputVolume, outputVolume)
             self._parameterNode.outputVolume = result.volumeNode
-            self.ui.statusLabel.setText(run.status().text + " " + _("Output: ") + result.volumeNode.GetName())
+            text = run.status().text + " " + _("Output: ") + result.volumeNode.GetName()
+            if result.anatomy is not None:
+                from EssNetSlicerLib.processing import anatomyStatusText
+
+                text += "\n" + anatomyStatusText(result.anatomy)
+            self.ui.statusLabel.setText(text)
 
 
 #
@@ -150,6 +155,7 @@ class SynthesisResult:
     volumeNode: object
     segmentationNode: Optional[object] = None
     liverVolumeMl: Optional[float] = None
+    anatomy: Optional[object] = None  # SlicerEssNet.anatomy.AnatomyCheck of a CT -> MR run, when it was made
 
 
 class CT2MRISynthesisLogic(EssNetLogicMixin, ScriptedLoadableModuleLogic):
@@ -172,11 +178,11 @@ class CT2MRISynthesisLogic(EssNetLogicMixin, ScriptedLoadableModuleLogic):
 
     def startSynthesis(self, inputVolume, model: Optional[str] = None, device: str = "auto",
                        liverSegmentation: bool = False, segmentationModel: Optional[str] = None,
-                       allowModalityMismatch: bool = False):
+                       allowModalityMismatch: bool = False, anatomyCheck: bool = True):
         """Start translating ``inputVolume``; returns the run (see ``EssNetSlicerLib.runs.PipelineRun``)."""
         from EssNetSlicerLib.runs import RunStep
 
-        steps = [RunStep("synthesize", "synthetic", model)]
+        steps = [RunStep("synthesize", "synthetic", model, anatomyCheck=anatomyCheck)]
         if liverSegmentation:
             steps.append(RunStep("segment", "liver", segmentationModel))
         return self._startRun(inputVolume, steps, device, allowModalityMismatch)
@@ -211,12 +217,16 @@ class CT2MRISynthesisLogic(EssNetLogicMixin, ScriptedLoadableModuleLogic):
         if showResult:
             processing.showInSliceViews(background=outputVolume)
         logging.info("CT2MRISynthesis: %s", run.status().text)
-        return SynthesisResult(outputVolume, segmentationNode, liverMl)
+        anatomy = processing.anatomyCheckOf(run)
+        if anatomy is not None:
+            (logging.warning if anatomy.low else logging.info)("CT2MRISynthesis: %s",
+                                                               anatomy.warning() or anatomy.line())
+        return SynthesisResult(outputVolume, segmentationNode, liverMl, anatomy)
 
     def process(self, inputVolume, outputVolume=None, model: Optional[str] = None, device: str = "auto",
                 liverSegmentation: bool = False, segmentationModel: Optional[str] = None,
                 allowModalityMismatch: bool = False, progressCallback=None, showResult: bool = True,
-                timeout: Optional[float] = None) -> SynthesisResult:
+                timeout: Optional[float] = None, anatomyCheck: bool = True) -> SynthesisResult:
         """Translate ``inputVolume`` and wait for it; returns the result nodes. Can be used without the GUI.
 
         :param inputVolume: CT scalar volume node (or MR, with an MR -> CT model)
@@ -226,9 +236,12 @@ class CT2MRISynthesisLogic(EssNetLogicMixin, ScriptedLoadableModuleLogic):
         :param liverSegmentation: also segment the liver on the synthetic MR (``segmentationModel``)
         :param progressCallback: called with an ``EssNetSlicerLib.runs.RunStatus`` (``.fraction``, ``.text``)
         :param timeout: seconds; the run is cancelled when it takes longer
+        :param anatomyCheck: CT -> MR only: segment the liver on the CT and on the synthetic MR and compare them
+            (``result.anatomy``: Dice, both volumes, a warning when they disagree)
         """
         run = self.startSynthesis(inputVolume, model=model, device=device, liverSegmentation=liverSegmentation,
-                                  segmentationModel=segmentationModel, allowModalityMismatch=allowModalityMismatch)
+                                  segmentationModel=segmentationModel, allowModalityMismatch=allowModalityMismatch,
+                                  anatomyCheck=anatomyCheck)
         self._waitFor(run, timeout, progressCallback)
         return self.applyResults(run, inputVolume, outputVolume, showResult=showResult)
 

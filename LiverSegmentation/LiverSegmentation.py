@@ -168,7 +168,12 @@ class LiverSegmentationWidget(EssNetWidgetMixin, ScriptedLoadableModuleWidget, V
         with slicer.util.tryWithErrorDisplay(_("Could not add the segmentation to the scene.")):
             result = self.logic.applyResults(run, inputVolume, outputSegmentation, keepSyntheticMR=keepSynthetic)
             self._parameterNode.outputSegmentation = result.segmentationNode
-            self.ui.statusLabel.setText(run.status().text)
+            text = run.status().text
+            if result.anatomy is not None:
+                from EssNetSlicerLib.processing import anatomyStatusText
+
+                text += "\n" + anatomyStatusText(result.anatomy)
+            self.ui.statusLabel.setText(text)
 
 
 #
@@ -181,6 +186,7 @@ class SegmentationResult:
     segmentationNode: object
     liverVolumeMl: float
     syntheticVolumeNode: Optional[object] = None
+    anatomy: Optional[object] = None  # from a CT: SlicerEssNet.anatomy.AnatomyCheck of its synthetic MR
 
 
 class LiverSegmentationLogic(EssNetLogicMixin, ScriptedLoadableModuleLogic):
@@ -207,7 +213,7 @@ class LiverSegmentationLogic(EssNetLogicMixin, ScriptedLoadableModuleLogic):
         """Start segmenting ``inputVolume`` (translating a CT to synthetic MR first when ``synthesizeFirst``)."""
         from EssNetSlicerLib.runs import RunStep
 
-        steps = [RunStep("synthesize", "synthetic", synthesisModel)] if synthesizeFirst else []
+        steps = [RunStep("synthesize", "synthetic", synthesisModel, anatomyCheck=True)] if synthesizeFirst else []
         steps.append(RunStep("segment", "liver", model, testTimeAugmentation=testTimeAugmentation))
         return self._startRun(inputVolume, steps, device, allowModalityMismatch)
 
@@ -234,10 +240,16 @@ class LiverSegmentationLogic(EssNetLogicMixin, ScriptedLoadableModuleLogic):
             processing.recordProvenance(segmentationNode, run, "liver")
             liverMl = self.liverVolumeMl(segmentationNode)
             segmentationNode.SetAttribute(processing.PROVENANCE_PREFIX + "liverVolumeMl", f"{liverMl:.3f}")
+            anatomy = processing.anatomyCheckOf(run)
+            if anatomy is not None:
+                segmentationNode.SetAttribute(processing.PROVENANCE_PREFIX + "anatomyKept", f"{anatomy.dice:.4f}")
         if showResult:
             processing.showInSliceViews(background=inputVolume)
         logging.info("LiverSegmentation: %s; liver volume %.1f mL", run.status().text, liverMl)
-        return SegmentationResult(segmentationNode, liverMl, syntheticNode)
+        if anatomy is not None:
+            (logging.warning if anatomy.low else logging.info)("LiverSegmentation: %s",
+                                                               anatomy.warning() or anatomy.line())
+        return SegmentationResult(segmentationNode, liverMl, syntheticNode, anatomy)
 
     def liverVolumeMl(self, segmentationNode) -> float:
         """Volume of the "Liver" segment in millilitres (on the segmentation's reference grid)."""

@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--tta", action="store_true",
                                  help="test-time augmentation: average 5 zoomed/rotated views of each slice "
                                       "(4-5x the time; its effect per model: Training/README.md)")
+        command.add_argument("--no-anatomy-check", dest="anatomy_check", action="store_false",
+                             help="CT -> MR: skip the check that segments the liver on the CT (liver-unet-ct) and on "
+                                  "the synthetic MR (liver-unet-mr) and prints their Dice")
         command.add_argument("--preview", action="store_true",
                              help="also write <output>_preview.png: input and result side by side on a few slices")
         command.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -155,6 +158,7 @@ def _preview_path(output: Path) -> Path:
 
 
 def _run_task(args) -> int:
+    from .anatomy import AnatomyCheck
     from .pipeline import process_file, resolve_model
     from .progress import TextProgressBar
     from .runtime import import_torch
@@ -170,7 +174,8 @@ def _run_task(args) -> int:
         options = dict(device=args.device, precision=args.precision, batch_size=args.batch_size,
                        allow_modality_mismatch=args.allow_modality_mismatch,
                        largest_component=not getattr(args, "all_components", False),
-                       test_time_augmentation=getattr(args, "tta", False))
+                       test_time_augmentation=getattr(args, "tta", False),
+                       anatomy_check=args.anatomy_check and (args.command == "synthesize" or from_ct))
         if synthesis is not None:
             options["synthesis_model"] = synthesis
         if not args.quiet:
@@ -193,6 +198,10 @@ def _run_task(args) -> int:
             continue
         for note in report.notes:
             print(f"note: {note}", file=sys.stderr)
+        if report.anatomy is not None:
+            check = AnatomyCheck(**report.anatomy)
+            print(f"warning: {label}: {check.warning()}" if check.low else
+                  (f"{label}: " if len(pairs) > 1 else "") + check.line(), file=sys.stderr)
         if not args.quiet:
             print(f"wrote {destination} ({report.slices} slices, {report.model}, {report.device} "
                   f"{report.precision}, {report.seconds:.1f} s)", file=sys.stderr)

@@ -43,6 +43,7 @@ class JobRequest:
     allow_modality_mismatch: bool = False
     largest_component: bool = True
     test_time_augmentation: bool = False  # segmentation only: 5 views per slice, 4-5x the time
+    anatomy_check: bool = False  # CT -> MR: the liver on the CT and on the synthetic MR compared (anatomy.py)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -56,7 +57,7 @@ class JobRequest:
         return {
             "device": self.device, "precision": self.precision, "batch_size": self.batch_size,
             "allow_modality_mismatch": self.allow_modality_mismatch, "largest_component": self.largest_component,
-            "test_time_augmentation": self.test_time_augmentation,
+            "test_time_augmentation": self.test_time_augmentation, "anatomy_check": self.anatomy_check,
         }
 
 

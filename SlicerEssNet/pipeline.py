@@ -35,6 +35,7 @@ class RunReport:
     model_grid: tuple
     seconds: float = 0.0
     notes: List[str] = field(default_factory=list)
+    anatomy: Optional[dict] = None  # a CT -> MR run's ``AnatomyCheck.to_dict()`` (anatomy.py), when asked for
 
 
 def resolve_model(model, task: str):
@@ -177,14 +178,48 @@ def _finish(task: str, result: Volume, largest_component: bool) -> Volume:
     return result
 
 
+def check_anatomy(ct: Volume, synthetic_mr: Volume, mr_liver: Optional[np.ndarray] = None, **options):
+    """``AnatomyCheck``: the liver ``liver-unet-ct`` finds on ``ct`` against the one ``liver-unet-mr`` finds on its
+    ``synthetic_mr`` (or ``mr_liver``, when that segmentation was made already). ``options``: the engine's."""
+    from .anatomy import CT_LIVER_MODEL, MR_LIVER_MODEL, AnatomyCheck, anatomy_dice, liver_ml
+
+    engine = {key: value for key, value in _engine_options(options).items() if key not in ("progress",)}
+    engine["test_time_augmentation"] = False
+    ct_liver = segment(ct, CT_LIVER_MODEL, **{**engine, "allow_modality_mismatch": False}).array
+    if mr_liver is None:
+        # Synthetic MR need not pass the MR look-alike check; what matters here is where the liver is.
+        mr_liver = segment(synthetic_mr, MR_LIVER_MODEL, **{**engine, "allow_modality_mismatch": True}).array
+    return AnatomyCheck(anatomy_dice(ct_liver, mr_liver), liver_ml(ct_liver, ct.spacing),
+                        liver_ml(mr_liver, ct.spacing))
+
+
+def _anatomy_report(card, ct: Volume, synthetic_mr: Volume, mr_liver, report: RunReport, options: dict) -> None:
+    """Fill ``report.anatomy`` for a CT -> MR model; a missing liver model is a note, never a failed run."""
+    from .errors import CancelledError, EssNetError
+
+    if (card.input_modality, card.output_modality) != ("CT", "MR"):
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            report.anatomy = check_anatomy(ct, synthetic_mr, mr_liver, **options).to_dict()
+    except CancelledError:
+        raise
+    except EssNetError as error:
+        report.notes.append(f"anatomy check skipped: {error}")
+
+
 def process_file(task: str, input_path, output_path, model=None, *, preview_path=None, synthesis_model=None,
-                 synthesis_progress: Optional[ProgressCallback] = None, **options) -> RunReport:
+                 synthesis_progress: Optional[ProgressCallback] = None, anatomy_check: bool = False,
+                 **options) -> RunReport:
     """Read, run, and write the result atomically: a failure or a cancel leaves no output file.
 
     ``preview_path``: also write a PNG of input and result side by side on a few slices.
     ``synthesis_model`` (segment only; a registry name, a path or a LoadedModel): the input is a CT,
     translated to synthetic MR by that model first, in memory, as the Liver Segmentation module's *input is CT*
     does; the labels lie on the CT's grid. ``synthesis_progress`` follows that first step.
+    ``anatomy_check`` (a CT -> MR model, alone or before segment): also segment the liver on the CT and on the
+    synthetic MR and put their Dice in ``report.anatomy`` (``check_anatomy``).
     """
     from .volume_io import read_volume, write_volume
 
@@ -196,7 +231,7 @@ def process_file(task: str, input_path, output_path, model=None, *, preview_path
         raise OutputPathError(f"output {output_path} is the input itself: choose another output path")
     volume = read_volume(input_path)
     loaded = resolve_model(model, task)
-    source, first = volume, None
+    source, first, synthesis = volume, None, None
     if synthesis_model is not None:
         synthesis = resolve_model(synthesis_model, "synthesize")
         first = RunReport(synthesis.card.name, "", "", 0, ())
@@ -209,6 +244,14 @@ def process_file(task: str, input_path, output_path, model=None, *, preview_path
         report.seconds += first.seconds
         report.notes = [f"{first.model}: {note}" for note in first.notes] + report.notes
     result = _finish(task, result, options.get("largest_component", True))
+    if anatomy_check and task == "synthesize":
+        _anatomy_report(loaded.card, volume, result, None, report, options)
+    elif anatomy_check and synthesis is not None:
+        from .anatomy import MR_LIVER_MODEL
+
+        # The user's MR liver model is the check's own when it is the default one: no second pass.
+        mr_liver = result.array if loaded.card.name == MR_LIVER_MODEL else None
+        _anatomy_report(synthesis.card, volume, source, mr_liver, report, options)
     write_volume(result, output_path)
     if preview_path is not None:
         from .preview import write_preview

@@ -66,6 +66,22 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="regenerate REPORT.md and every figure of a run folder")
     report.add_argument("run_dir", type=Path)
     report.add_argument("--out", type=Path, default=None, help="write the report here (default: the run folder)")
+    long_run = commands.add_parser(
+        "ship-synthesis", help="train (or resume) the shipped synthesis models: EssNet and the plain-CycleGAN "
+                               "ablation on the ship preset's long budget, each keeping its best model")
+    long_run.add_argument("--run-dir", type=Path, default=None, help="default: runs/ship in the repository")
+    long_run.add_argument("--data-root", default=None, help="real data folder (default ../shared/data)")
+    long_run.add_argument("--only", choices=("essnet", "cyclegan"), default=None, help="train this model alone")
+    long_run.add_argument("--workers", type=_workers, default="auto",
+                          help="models side by side, each in its own process (auto: 2 on a CPU, 1 on a GPU)")
+    long_run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    long_run.add_argument("--set", dest="overrides", action="append", default=[], type=_override,
+                          metavar="SECTION.FIELD=VALUE", help="change one ship-preset option of a new run folder")
+    ship_report = commands.add_parser(
+        "ship-report", help="score the ship run's chosen synthesis models on the held-out CT patients, export them "
+                            "(fp16 + cards) and write REPORT.md with its figures")
+    ship_report.add_argument("run_dir", type=Path, nargs="?", default=None, help="default: runs/ship")
+    ship_report.add_argument("--out", type=Path, default=None, help="also copy the report and figures here")
     ship = commands.add_parser("ship", help="copy a finished run's models into SlicerEssNet/models and register them")
     ship.add_argument("run_dir", type=Path)
     quality = commands.add_parser("label-quality",
@@ -82,6 +98,17 @@ def main(argv=None) -> int:
     try:
         if arguments.command == "run":
             return _run(arguments)
+        if arguments.command == "ship-synthesis":
+            return _ship_synthesis(arguments)
+        if arguments.command == "ship-report":
+            from .ship_report import write_ship_report
+
+            try:
+                print(write_ship_report(arguments.run_dir or REPO / "runs" / "ship", arguments.out))
+            except FileNotFoundError as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 1
+            return 0
         if arguments.command == "report":
             from .report import write_report
 
@@ -154,6 +181,28 @@ def _run(arguments) -> int:
 
         apply_models_with_cli(study)
     return 0
+
+
+def _ship_synthesis(arguments) -> int:
+    import dataclasses
+
+    from SlicerEssNet.runtime import import_torch, select_device
+
+    from .ship_synthesis import MODELS, train_all
+
+    import_torch(int(os.environ["OMP_NUM_THREADS"]) if os.environ.get("OMP_NUM_THREADS") else None, wait="short_spin")
+    device, note = select_device(arguments.device)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    preset = get_preset("ship")
+    for section, name, value in arguments.overrides:
+        setattr(preset, section, dataclasses.replace(getattr(preset, section), **{name: value}))
+    tags = (arguments.only,) if arguments.only else tuple(MODELS)
+    workers = arguments.workers
+    if workers == "auto":
+        workers = 1 if str(device) != "cpu" else 2
+    return train_all(arguments.run_dir or REPO / "runs" / "ship", preset, tags, workers, str(device),
+                     arguments.data_root)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,10 @@ from .schedule import set_learning_rate
 
 
 def generator_architecture(options) -> dict:
+    # Cards written before the option existed have no "upsampling": the network's default, the paper's transposed
+    # convolutions.
     return {"name": "resnet_generator", "in_channels": 1, "out_channels": 1, "ngf": options.ngf,
-            "n_blocks": options.n_blocks}
+            "n_blocks": options.n_blocks, "upsampling": options.upsampling}
 
 
 def discriminator_architecture(options) -> dict:

@@ -41,6 +41,9 @@ class DataOptions:
     source: str = "real"  # "real" (../shared/data) or "phantoms"
     data_root: str = ""  # empty: ../shared/data beside the repository
     ct_val_patients: int = 5  # held-out CT patients: shape consistency of the synthesis models
+    # > 0 (the ship preset): this many more CT patients, taken out of training, on which a long synthesis run
+    # chooses its model, so the patients it reports on (ct_val_patients) played no part in the choice.
+    ct_select_patients: int = 0
     mr_val_patients: int = 4  # held-out MR patients: every stage-2 score
     low_data_patients: int = 5  # the low-data arms train on this many real MR patients
     phantom_ct_patients: int = 8
@@ -87,6 +90,11 @@ class SynthesisOptions:
     # autocast makes the 64 px step only 1.15x faster (small tensors: per-op casts eat the gain), 128 px 1.35x.
     autocast_bf16: bool = False
     checkpoint_every: int = 100
+    upsampling: str = "transposed"  # the paper's; "resize" (nearest x2 + 3x3 conv) leaves no checkerboard
+    # > 0 (the ship preset): every this many iterations the fixed judge reads the synthetic MR of the selection
+    # CT patients and the best generator pair so far is kept (GAN training drifts; Training/synthesis_selection.py).
+    select_every: int = 0
+    ema_decay: float = 0.0  # > 0: a moving average of the generators is scored (and may be kept) as well
     # The stage-1 gate: a GAN can lose the anatomy (the cpu preset's seeds 1 and 2 made dark, ringing images
     # in which the real-only U-Net found no liver). An attempt whose synthetic MR of the held-out CT patients
     # scores under this shape consistency (3D Dice) is trained again from another seed, up to max_attempts;
@@ -205,7 +213,26 @@ def _paper() -> Preset:
     )
 
 
-_PRESETS = {"demo": _demo, "cpu": _cpu, "paper": _paper}
+def _ship() -> Preset:
+    # The shipped synthesis models' own budget (Training/ship_synthesis.py; one resumable sitting of about 100 minutes
+    # on 2 cores): the data's own in-plane resolution (CHAOS MR 1.25 mm, BTCV CT 1.5 mm) instead of 2.5 mm,
+    # 128 px crops (192 mm) in training and whole slices in use, resize-convolution, and the model chosen by shape
+    # consistency on 3 CT patients apart from the 5 it reports on. ngf stays 24: at 1.5 mm a generator reads 2.8x
+    # the pixels of the 2.5 mm grid, and ``--from-ct`` must stay under twice its old time on 2 cores.
+    # fp32: on CPUs without native bf16 (AVX2 only, like this project's AMD EPYC machines) bf16 autocast made the
+    # generator's training step 25x slower (Testing/benchmarks/training.py); 0.91 iterations/s at 128 px in fp32.
+    return Preset(
+        name="ship",
+        data=DataOptions(spacing_mm=1.5, crop=256, ct_select_patients=3),
+        synthesis=SynthesisOptions(
+            crop=128, iterations=4000, decay_from=2000, autocast_bf16=False, checkpoint_every=250,
+            upsampling="resize", select_every=500, ema_decay=0.999, min_shape_consistency=0.0, max_attempts=1,
+        ),
+        arms=(),
+    )
+
+
+_PRESETS = {"demo": _demo, "cpu": _cpu, "paper": _paper, "ship": _ship}
 
 
 def preset_names() -> tuple:
@@ -234,7 +261,8 @@ def preset_from_dict(values: dict) -> Preset:
 # --- options as text: ``python -m Training run --set SECTION.FIELD=VALUE`` and the reports' regenerate line -------
 OPTION_SECTIONS = {"data": DataOptions, "synthesis": SynthesisOptions, "segmentation": SegmentationOptions}
 NOT_RECIPE = {("data", "data_root")}  # where the data lives, not how the study trains
-OPTION_CHOICES = {("data", "source"): ("real", "phantoms"), ("segmentation", "optimizer"): ("adam", "sgd")}
+OPTION_CHOICES = {("data", "source"): ("real", "phantoms"), ("segmentation", "optimizer"): ("adam", "sgd"),
+                  ("synthesis", "upsampling"): ("transposed", "resize")}
 
 
 def parse_option(text: str) -> tuple:

@@ -73,8 +73,31 @@ def recordProvenance(node, run: PipelineRun, stepOutput: str) -> None:
     for key in ("model", "device", "precision", "seconds"):
         if key in report:
             node.SetAttribute(PROVENANCE_PREFIX + key, str(report[key]))
+    anatomy = report.get("anatomy")
+    if anatomy:
+        node.SetAttribute(PROVENANCE_PREFIX + "anatomyKept", f"{anatomy['dice']:.4f}")
     for number, note in enumerate(report.get("notes", []) + run.warnings):
         node.SetAttribute(f"{PROVENANCE_PREFIX}note{number}", str(note))
+
+
+def anatomyCheckOf(run: PipelineRun):
+    """The anatomy check a run's synthesis step made (``SlicerEssNet.anatomy.AnatomyCheck``), or None."""
+    from SlicerEssNet.anatomy import AnatomyCheck
+
+    for report in run.reports:
+        if report.get("anatomy"):
+            return AnatomyCheck(**report["anatomy"])
+    return None
+
+
+def anatomyStatusText(anatomy) -> str:
+    """The status line's sentence for an anatomy check: its result, or the warning when the two livers disagree."""
+    if anatomy is None:
+        return ""
+    if anatomy.low:
+        return "Warning: " + anatomy.warning()
+    line = anatomy.line()
+    return line[0].upper() + line[1:] + "."
 
 
 def showInSliceViews(background) -> None:

@@ -35,6 +35,8 @@ class RunStep:
     model: Optional[str] = None
     label: str = ""
     testTimeAugmentation: bool = False  # segment steps only: average 5 zoomed/rotated views of each slice
+    # synthesize steps only: the liver on the CT and on the synthetic MR compared (SlicerEssNet.anatomy)
+    anatomyCheck: bool = False
 
     def describe(self) -> str:
         return self.label or ("synthesis" if self.task == "synthesize" else "liver segmentation")
@@ -94,7 +96,8 @@ class PipelineRun:
         request = JobRequest(task=step.task, input_path=str(source), output_path=str(self._stepPath(index)),
                              model=step.model, device=self.device,
                              allow_modality_mismatch=self.allowModalityMismatch,
-                             test_time_augmentation=step.testTimeAugmentation)
+                             test_time_augmentation=step.testTimeAugmentation,
+                             anatomy_check=step.anatomyCheck)
         self._job = self.runner.start(request)
 
     def poll(self) -> str:

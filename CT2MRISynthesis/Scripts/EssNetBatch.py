@@ -7,8 +7,8 @@ Every volume file (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd) and every sub-folder
 folder) of --input is one case. Each case is loaded into the scene, run through CT2MRISynthesisLogic or
 LiverSegmentationLogic exactly as the GUI runs it, written to --output (``<case>_synthetic_mr.nii.gz`` or
 ``<case>_liver.nii.gz``, on the input's exact grid), and removed from the scene again. Progress goes to stdout, one
-line per 10 % per case; ``summary.csv`` in --output lists every case (status, output, liver volume in mL, seconds,
-model, device, message). No dialog is ever opened. Exit code: 0 when every case succeeded, 1 when any failed,
+line per 10 % per case; ``summary.csv`` in --output lists every case (status, output, liver volume in mL, anatomy
+kept (liver Dice between the CT and its synthetic MR, CT inputs only), seconds, model, device, message). No dialog is ever opened. Exit code: 0 when every case succeeded, 1 when any failed,
 2 for a wrong command line.
 
 ``--self-test`` makes a small CT-like case and tiny untrained models in a temporary folder and runs both tasks on
@@ -26,8 +26,8 @@ from typing import List, Optional
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 SUFFIXES = {"synthesize": "_synthetic_mr", "segment": "_liver"}
-SUMMARY_COLUMNS = ("case", "input", "task", "status", "output", "liver_volume_ml", "seconds", "model", "device",
-                   "message")
+SUMMARY_COLUMNS = ("case", "input", "task", "status", "output", "liver_volume_ml", "anatomy_kept", "seconds", "model",
+                   "device", "message")
 
 
 def buildParser() -> argparse.ArgumentParser:
@@ -101,7 +101,7 @@ def runCase(path: Path, args, logic, outputFolder: Path) -> dict:
 
     name = caseName(path)
     row = {"case": name, "input": str(path), "task": args.task, "status": "failed", "output": "",
-           "liver_volume_ml": "", "seconds": "", "model": "", "device": "", "message": ""}
+           "liver_volume_ml": "", "anatomy_kept": "", "seconds": "", "model": "", "device": "", "message": ""}
     started = time.monotonic()
     with SceneChanges() as caseNodes:  # everything this case adds is removed at the end
         try:
@@ -131,6 +131,11 @@ def runCase(path: Path, args, logic, outputFolder: Path) -> dict:
                 write_volume(volume.with_array(labels.astype("uint8")), liverFile)
                 outputs.append(liverFile)
                 row["liver_volume_ml"] = f"{liverMl:.2f}"
+            if result.anatomy is not None:
+                row["anatomy_kept"] = f"{result.anatomy.dice:.3f}"
+                if result.anatomy.low:
+                    row["message"] = "warning: " + result.anatomy.warning()
+                    print(f"{args.label} WARNING: {result.anatomy.warning()}", flush=True)
             row.update(status="succeeded", output=";".join(str(p) for p in outputs),
                        model=provenanceNode.GetAttribute("SlicerEssNet.model") or "",
                        device=provenanceNode.GetAttribute("SlicerEssNet.device") or "")

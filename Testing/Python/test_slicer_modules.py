@@ -542,7 +542,11 @@ def test_batch_script_processes_a_cohort_and_reports_failures(slicer, modules, s
     assert "\n" not in rows["broken"]["message"]
     good = rows["ct_00"]
     assert good["status"] == "succeeded" and good["device"] == "cpu" and good["model"] == "tiny-ct2mr"
-    assert float(good["liver_volume_ml"]) >= 0.0
+    # The volume it reports is the liver file it wrote, counted with nibabel: voxels x |det(affine)|, in mL.
+    liver_file = next(Path(p) for p in good["output"].split(";") if p.endswith("ct_00_liver.nii.gz"))
+    liver = nibabel.load(str(liver_file))
+    expected_ml = np.count_nonzero(np.asarray(liver.dataobj)) * abs(np.linalg.det(liver.affine[:3, :3])) / 1000.0
+    assert float(good["liver_volume_ml"]) == pytest.approx(expected_ml, abs=0.006)  # written with 2 decimals
     source = nibabel.load(str(shared_data / BTCV_CT))
     for output in good["output"].split(";"):
         written = nibabel.load(output)
@@ -612,3 +616,45 @@ def test_liver_segmentation_offers_a_ct_model_and_segments_a_ct_with_it(slicer, 
     with pytest.raises(ModalityMismatchError):
         logic.process(ct, model=tiny_models["segmentation"], device="cpu")
     assert slicer.mrmlScene.GetNumberOfNodes() == nodes  # nothing half-built left in the scene
+
+
+@pytest.mark.data
+def test_anatomy_check_reaches_the_result_the_panel_and_the_batch_summary(slicer, modules, shared_data, tiny_models,
+                                                                         tmp_path, monkeypatch, capsys):
+    """CT -> MR in the modules: the liver on the CT (liver-unet-ct) against the liver on the synthetic MR
+    (liver-unet-mr), as the core computes it; a translation that loses the liver gets the warning."""
+    import EssNetBatch
+    from SlicerEssNet.anatomy import WARN_BELOW
+    from SlicerEssNet.pipeline import check_anatomy, synthesize
+    from SlicerEssNet.volume_io import read_volume
+
+    monkeypatch.delenv("SLICERESSNET_REGISTRY")  # the packaged registry: the two liver models of the check
+    example = shared_data / "totalseg_examples" / "example_ct_sm.nii.gz"
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    os.symlink(example, cases / "example_ct.nii.gz")
+    code = EssNetBatch.main(["--input", str(cases), "--output", str(tmp_path / "out"), "--device", "cpu",
+                             "--model", tiny_models["synthesis"]])
+    assert code == EssNetBatch.EXIT_OK
+    with open(tmp_path / "out" / "summary.csv", newline="") as stream:
+        row = next(csv.DictReader(stream))
+    ct = read_volume(example)
+    expected = check_anatomy(ct, synthesize(ct, tiny_models["synthesis"], device="cpu"), device="cpu")
+    assert float(row["anatomy_kept"]) == pytest.approx(expected.dice, abs=1e-3)
+    assert expected.dice < WARN_BELOW, "an untrained generator keeps no liver"
+    assert row["message"].startswith("warning: the synthetic MR may not keep the anatomy")
+    assert "WARNING: the synthetic MR may not keep the anatomy" in capsys.readouterr().out
+
+    # The shipped CT -> MR model keeps it: the panel shows the number, the output node records it.
+    widget = new_widget(modules, "CT2MRISynthesis")
+    ct_node, _ = node_from_nifti(slicer, example, "example_ct")
+    widget.initializeParameterNode()
+    widget._parameterNode.inputVolume = ct_node
+    widget.ui.deviceComboBox.setCurrentIndex(widget.ui.deviceComboBox.findText("cpu"))
+    widget.logic.jobRunner = in_process()
+    widget.ui.applyButton.click()
+    poll_until_done(slicer, widget)
+    text = widget.ui.statusLabel.text()
+    assert "Anatomy kept: liver Dice" in text, text
+    kept = float(widget._parameterNode.outputVolume.GetAttribute("SlicerEssNet.anatomyKept"))
+    assert kept >= WARN_BELOW and f"Dice {kept:.2f}" in text

@@ -1,0 +1,109 @@
+"""The ship run end to end on phantoms laid out like the real data: it trains, scores the live and averaged
+generators on the selection patients as it goes, keeps the best of each on disk (the very weights it scored),
+reports on other patients, exports fp16 models with cards that state recipe and quality, and resumes as a no-op."""
+from __future__ import annotations
+
+import dataclasses
+import io
+import shutil
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from Training.checkpoint import read_json  # noqa: E402
+from Training.presets import get_preset  # noqa: E402
+
+
+def fake_data_root(folder):
+    """10 CT and 7 MR phantoms in the BTCV / CHAOS file layout the ship run reads."""
+    from Training.phantoms import write_phantom_set
+
+    written = write_phantom_set(folder / "phantoms", 10, 7, seed=3)
+    (folder / "btcv_ct").mkdir()
+    (folder / "chaos_mr_t2").mkdir()
+    for index, (image, label) in enumerate(written["CT"]):
+        shutil.copyfile(image, folder / "btcv_ct" / f"ct_{index:02d}.nii.gz")
+        shutil.copyfile(label, folder / "btcv_ct" / f"ct_{index:02d}_liver.nii.gz")
+    for index, (image, label) in enumerate(written["MR"]):
+        shutil.copyfile(image, folder / "chaos_mr_t2" / f"mr_t2_{index:02d}.nii.gz")
+        shutil.copyfile(label, folder / "chaos_mr_t2" / f"mr_t2_{index:02d}_label.nii.gz")
+    return folder
+
+
+def tiny_ship_preset():
+    preset = get_preset("ship")
+    preset.data = dataclasses.replace(preset.data, spacing_mm=5.0, crop=64)
+    preset.synthesis = dataclasses.replace(preset.synthesis, ngf=4, ndf=4, seg_ngf=4, n_blocks=1, seg_n_blocks=1,
+                                           crop=32, iterations=6, decay_from=3, select_every=3, checkpoint_every=3,
+                                           ema_decay=0.9)
+    return preset
+
+
+@pytest.fixture(scope="module")
+def ship_run(tmp_path_factory):
+    from Training.ship_synthesis import train_all
+
+    root = fake_data_root(tmp_path_factory.mktemp("data"))
+    run_dir = tmp_path_factory.mktemp("run") / "ship"
+    assert train_all(run_dir, tiny_ship_preset(), ("essnet",), workers=1, data_root=root, stream=io.StringIO()) == 0
+    return run_dir
+
+
+def test_split_keeps_selection_and_report_patients_apart(ship_run):
+    split = read_json(ship_run / "config.json")["split"]["CT"]
+    assert len(split["val"]) == 5 and len(split["select"]) == 3 and len(split["train"]) == 2
+    assert not set(split["val"]) & set(split["select"])
+    assert not (set(split["val"]) | set(split["select"])) & set(split["train"])
+
+
+def test_selection_scores_both_variants_and_keeps_each_best(ship_run):
+    record = read_json(ship_run / "essnet" / "selection.json")
+    assert [entry["iteration"] for entry in record["scores"]] == [3, 6]
+    for variant in ("live", "average"):
+        means = [entry[variant]["mean"] for entry in record["scores"]]
+        assert record["best"][variant]["mean"] == max(means)
+        assert (ship_run / "essnet" / f"best-{variant}.pt").is_file()
+    assert read_json(ship_run / "essnet" / "done.json")["iterations"] == 6
+
+
+def test_the_kept_weights_are_the_ones_that_were_scored(ship_run):
+    from Training.cards import synthesis_card
+    from Training.cohorts import load_case
+    from Training.evaluate import as_loaded_model
+    from Training.judge import load_judge, shape_consistency
+    from Training.ship_synthesis import best_generators, open_run, run_cases
+
+    config = open_run(ship_run, None)
+    preset = config["preset_object"]
+    variant, chosen, ct_to_mr, _ = best_generators(ship_run / "essnet", preset, "essnet")
+    volumes = {case.patient: load_case(case) for case in run_cases(config, "CT", "select")}
+    again = shape_consistency(as_loaded_model(ct_to_mr, synthesis_card(preset, "x", "CT->MR", {})), load_judge(),
+                              volumes)
+    assert again["per_patient"] == pytest.approx(chosen["per_patient"], abs=1e-6)
+
+
+def test_a_finished_run_resumes_as_a_no_op(ship_run):
+    from Training.ship_synthesis import train_all
+
+    before = (ship_run / "essnet" / "selection.json").read_text()
+    stream = io.StringIO()
+    assert train_all(ship_run, None, ("essnet",), workers=1, stream=stream) == 0
+    assert (ship_run / "essnet" / "selection.json").read_text() == before
+
+
+def test_report_exports_cards_with_recipe_and_quality(ship_run):
+    from SlicerEssNet.weights import load_model
+    from Training.ship_report import write_ship_report
+
+    report = write_ship_report(ship_run, log=lambda *_: None, two_sample_iterations=20, shipped_before=False)
+    text = report.read_text()
+    assert "| EssNet |" in text and "Nyquist ratio" in text and "![contact_sheet.png]" in text
+    loaded = load_model(ship_run / "models" / "essnet-ct2mr.safetensors")
+    card = loaded.card
+    assert card.architecture["upsampling"] == "resize"
+    assert card.training["preset"] == "ship" and card.training["iterations_trained"] == 6
+    quality = read_json(ship_run / "quality.json")["models"]["essnet"]
+    assert card.metrics["shape_consistency_3d_dice"] == quality["shape_consistency"]["mean"]
+    assert 0.0 <= quality["two_sample"]["accuracy"] <= 1.0
+    assert (ship_run / "contact_sheet.png").stat().st_size > 1000

@@ -1,0 +1,329 @@
+"""After the ship run: each model's chosen generators scored on the held-out CT patients, exported with their cards,
+and REPORT.md with the figures (``python -m Training ship-report [RUN_DIR] [--out FOLDER]``).
+
+Measured without paired truth (``judge.py``, ``synthesis_quality.py``): shape consistency per held-out CT patient,
+the Nyquist ratio (checkerboard), a classifier two-sample test (realism), and a contact sheet at the CT's own
+resolution with a zoomed crop. The synthesis models shipped before this run are scored the same way beside them.
+Everything measured is cached in ``quality.json``; a second call only redraws and rewrites.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import read_json, write_json
+from .cohorts import load_case
+from .ship_synthesis import MODELS, best_generators, open_run, run_cases
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "SlicerEssNet" / "models"
+TITLES = {"essnet": "EssNet", "cyclegan": "CycleGAN (ablation)", "before": "EssNet shipped before (cpu preset)"}
+LOW_SHAPE_CONSISTENCY = 0.80  # the issue's floor for any one held-out patient
+
+
+def trained_tags(run_dir) -> list:
+    return [tag for tag in MODELS if read_json(Path(run_dir) / tag / "selection.json")]
+
+
+def export_generators(run_dir, config: dict, tag: str, quality: dict) -> list:
+    """fp16 safetensors + cards of ``tag``'s chosen generator pair in ``RUN_DIR/models``; returns the paths."""
+    import torch
+
+    from SlicerEssNet.weights import save_model
+
+    from .cards import synthesis_card
+
+    run_dir = Path(run_dir)
+    preset = config["preset_object"]
+    variant, chosen, ct_to_mr, mr_to_ct = best_generators(run_dir / tag, preset, tag)
+    done = read_json(run_dir / tag / "done.json") or {}
+    checkpoint_log = read_json(run_dir / tag / "selection.json")
+    trained_to = max(e["iteration"] for e in checkpoint_log["scores"])
+    options = preset.synthesis
+    training = {
+        "preset": preset.name, "data": ["BTCV", "CHAOS CT", "CHAOS MR T2-SPIR"], "split": config["split"],
+        "iterations_planned": options.iterations, "iterations_trained": trained_to,
+        "selected_iteration": chosen["iteration"], "selected_weights": "moving average" if variant == "average"
+        else "live", "ema_decay": options.ema_decay, "crop_px": options.crop, "spacing_mm": preset.data.spacing_mm,
+        "upsampling": options.upsampling, "precision": "bf16" if options.autocast_bf16 else "fp32",
+        "device": done.get("device", "cpu (2 cores)"), "seconds": done.get("seconds"),
+        "selection": f"shape consistency on CT {', '.join(config['split']['CT']['select'])} every "
+                     f"{options.select_every} iterations (judge: Training/judge/liver-unet-mr)"}
+    own = quality["models"][tag]
+    metrics = {"shape_consistency_3d_dice": own["shape_consistency"]["mean"],
+               "shape_consistency_min": own["shape_consistency"]["min"],
+               "shape_consistency_per_patient": own["shape_consistency"]["per_patient"],
+               "shape_consistency_selection": chosen["mean"],
+               "two_sample_accuracy": own.get("two_sample", {}).get("accuracy"),
+               "two_sample_ci95": own.get("two_sample", {}).get("ci95"),
+               "nyquist_ratio": own.get("nyquist_ratio"),
+               "judge": "liver-unet-mr shipped 2026-12-02 (Training/judge)"}
+    paths = []
+    (run_dir / "models").mkdir(exist_ok=True)
+    name = "essnet" if tag == "essnet" else "cyclegan"
+    for direction, network in (("CT->MR", ct_to_mr), ("MR->CT", mr_to_ct)):
+        suffix = "ct2mr" if direction == "CT->MR" else "mr2ct"
+        card = synthesis_card(
+            preset, f"{name}-{suffix}", direction, training,
+            description=f"{TITLES[tag]} generator {direction} (ship preset: {preset.data.spacing_mm:g} mm grid, "
+                        f"{options.upsampling} upsampling, model chosen by shape consistency), trained on unpaired "
+                        f"BTCV/CHAOS CT and CHAOS T2-SPIR MR slices",
+            metrics=metrics if direction == "CT->MR" else {})
+        paths.append(save_model(network, card, run_dir / "models" / card.name, dtype=torch.float16))
+    return paths
+
+
+def measure(run_dir, config: dict, log=print, two_sample_iterations: int = 600, shipped_before: bool = True) -> dict:
+    """Everything the report shows that takes computing, cached in ``quality.json``."""
+    import torch
+
+    from SlicerEssNet.weights import load_model
+
+    from .evaluate import as_loaded_model
+    from .cards import synthesis_card
+    from .judge import load_judge, shape_consistency
+    from .slices import build_slice_set, intensity_spec, to_model_grid
+    from .synthesis_quality import liver_slices, nyquist_ratio, two_sample_test
+
+    run_dir = Path(run_dir)
+    cache_path = run_dir / "quality.json"
+    quality = read_json(cache_path) or {"models": {}}
+    preset = config["preset_object"]
+    judge = load_judge()
+    report_cases = run_cases(config, "CT", "val")
+    report_volumes = {case.patient: load_case(case) for case in report_cases}
+    grid = {"mode": "spacing", "spacing_mm": preset.data.spacing_mm, "size": preset.data.crop,
+            "multiple_of": preset.data.multiple_of}
+    real_val = build_slice_set(run_cases(config, "MR", "val"), grid)
+    real_train = build_slice_set(run_cases(config, "MR", "train"), grid)
+
+    def mr_slices(slice_set) -> list:
+        return [s for v in range(len(slice_set.images))
+                for s in liver_slices(slice_set.images[v].float().numpy(), slice_set.labels[v].numpy())]
+
+    def synthetic_slices(volumes: dict, livers: dict) -> list:
+        # The synthetic MR as a U-Net would read it: through the MR intensity spec onto the model grid.
+        out = []
+        for patient, mr in volumes.items():
+            images, labels = to_model_grid(mr, livers[patient], intensity_spec("MR"), grid)
+            out += liver_slices(images.numpy(), labels.numpy())
+        return out
+
+    def generator_grid_output(loaded, volumes: dict) -> list:
+        # The generator's raw output on its own model grid (where a checkerboard lives), liver slices only.
+        own = {key: loaded.card.grid[key] for key in ("mode", "spacing_mm", "size", "multiple_of")}
+        out = []
+        for patient, (ct, liver) in volumes.items():
+            images, labels = to_model_grid(ct, liver, intensity_spec("CT"), own)
+            picked = [k for k in range(images.shape[0]) if bool(labels[k].any())][::4]
+            with torch.no_grad():
+                y = loaded.network(images[picked][:, None].float())[:, 0]
+            out += list(y.numpy())
+        return out
+
+    candidates = {}
+    for tag in trained_tags(run_dir):
+        variant, chosen, ct_to_mr, mr_to_ct = best_generators(run_dir / tag, preset, tag)
+        candidates[tag] = as_loaded_model(ct_to_mr, synthesis_card(preset, f"{tag}-ct2mr", "CT->MR", {}))
+        candidates[tag + ":chosen"] = {"variant": variant, "iteration": chosen["iteration"], "selection": chosen}
+    before_card = read_json(SHIPPED / "essnet-ct2mr.json")
+    if shipped_before and before_card and before_card.get("training", {}).get("preset") != "ship":
+        candidates["before"] = load_model(SHIPPED / "essnet-ct2mr.safetensors")
+
+    train_ct = {c.patient: load_case(c) for c in run_cases(config, "CT", "train")[::3]}
+    real_train_slices, real_val_slices = mr_slices(real_train), mr_slices(real_val)
+    for tag, loaded in candidates.items():
+        if tag.endswith(":chosen") or tag in quality["models"]:
+            continue
+        started = time.perf_counter()
+        log(f"[ship-report] {tag}: shape consistency on {len(report_volumes)} held-out CT patients")
+        kept = {}
+        entry = {"shape_consistency": shape_consistency(loaded, judge, report_volumes, keep=kept)}
+        if tag in candidates and tag + ":chosen" in candidates:
+            entry.update(candidates[tag + ":chosen"])
+        log(f"[ship-report] {tag}: two-sample test and spectrum")
+        kept_train = {}
+        shape_consistency(loaded, judge, {p: v for p, v in train_ct.items()}, keep=kept_train)
+        livers_val = {p: liver for p, (_, liver) in report_volumes.items()}
+        livers_train = {p: liver for p, (_, liver) in train_ct.items()}
+        entry["two_sample"] = two_sample_test(real_train_slices, synthetic_slices(kept_train, livers_train),
+                                              real_val_slices, synthetic_slices(kept, livers_val),
+                                              iterations=two_sample_iterations)
+        entry["nyquist_ratio"] = nyquist_ratio(generator_grid_output(loaded, report_volumes))
+        entry["seconds"] = round(time.perf_counter() - started, 1)
+        quality["models"][tag] = entry
+        write_volumes(run_dir / "synthetic" / tag, kept)
+        write_json(quality, cache_path)
+    if "real_mr" not in quality:
+        quality["real_mr"] = {"nyquist_ratio": nyquist_ratio([s for s in real_val_slices][::4])}
+        write_json(quality, cache_path)
+    return quality
+
+
+def write_volumes(folder: Path, volumes: dict) -> None:
+    from SlicerEssNet.volume_io import write_volume
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for patient, mr in volumes.items():
+        write_volume(mr.with_array(np.clip(np.rint(mr.array), -32768, 32767).astype(np.int16)),
+                     folder / f"{patient}_mr.nii.gz")
+
+
+def contact_sheet(run_dir, config: dict, quality: dict, path: Path, rows: int = 3) -> None:
+    """CT / each model's synthetic MR at the CT's own resolution, and below each a 2.5x zoom on the liver."""
+    from SlicerEssNet.geometry import CanonicalFrame
+    from SlicerEssNet.volume_io import read_volume
+
+    from .figures import pyplot, save_figure
+    from .translate import mid_liver_slice
+
+    plt = pyplot()
+    models = [tag for tag in ("essnet", "cyclegan", "before") if tag in quality["models"]]
+    cases = run_cases(config, "CT", "val")[:rows]
+    columns = 1 + len(models)
+    figure, axes = plt.subplots(2 * len(cases), columns, figsize=(3.4 * columns, 6.8 * len(cases)), squeeze=False)
+    for row, case in enumerate(cases):
+        ct, liver = load_case(case)
+        frame = CanonicalFrame.of(ct)
+        label = frame.to_canonical(liver.array)
+        k = mid_liver_slice(label)
+        panels = [("CT", frame.to_canonical(ct.array)[k], (-125, 275))]
+        for tag in models:
+            image = frame.to_canonical(read_volume(Path(run_dir) / "synthetic" / tag / f"{case.patient}_mr.nii.gz")
+                                       .array)[k]
+            score = quality["models"][tag]["shape_consistency"]["per_patient"][case.patient]
+            panels.append((f"{TITLES[tag]}\nshape consistency {score:.3f}", image,
+                           tuple(np.percentile(image, [0.5, 99.5]))))
+        rows_, cols_ = np.nonzero(label[k])
+        centre = (int(rows_.mean()), int(cols_.mean())) if rows_.size else (label.shape[1] // 2, label.shape[2] // 2)
+        half = 48
+        top, left = max(0, centre[0] - half), max(0, centre[1] - half)
+        for column, (title, image, (low, high)) in enumerate(panels):
+            for zoom in (False, True):
+                axis = axes[2 * row + zoom, column]
+                shown = image[top:top + 2 * half, left:left + 2 * half] if zoom else image
+                outline = label[k][top:top + 2 * half, left:left + 2 * half] if zoom else label[k]
+                axis.imshow(shown, cmap="gray", vmin=low, vmax=high, interpolation="nearest")
+                axis.contour(outline, levels=[0.5], colors="tab:orange", linewidths=0.6)
+                if not zoom:
+                    axis.add_patch(plt.Rectangle((left, top), 2 * half, 2 * half, fill=False, color="tab:cyan",
+                                                 linewidth=0.6))
+                axis.set_xticks([])
+                axis.set_yticks([])
+                if row == 0 and not zoom:
+                    axis.set_title(title.split("\n")[0], fontsize=9)
+                if not zoom and column:
+                    axis.set_xlabel(title.split("\n")[1], fontsize=8)
+                if column == 0:
+                    axis.set_ylabel(case.patient + (" (zoom)" if zoom else ""), fontsize=8)
+    figure.suptitle("held-out CT patients at the CT's own resolution (orange: CT liver label; cyan: the zoomed "
+                    "area, 1 image pixel = 1 screen block)", fontsize=9)
+    figure.tight_layout()
+    save_figure(figure, path)
+
+
+def selection_curves(run_dir, path: Path) -> None:
+    from .figures import pyplot, save_figure
+
+    plt = pyplot()
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for tag in trained_tags(run_dir):
+        record = read_json(Path(run_dir) / tag / "selection.json")
+        for variant, style in (("live", "-"), ("average", "--")):
+            points = [(e["iteration"], e[variant]["mean"]) for e in record["scores"] if variant in e]
+            if points:
+                x, y = zip(*sorted(points))
+                axes[0].plot(x, y, style, marker=".", label=f"{tag} {variant}")
+        checkpoint = Path(run_dir) / tag / "checkpoint.pt"
+        if checkpoint.exists():
+            from .checkpoint import load_checkpoint
+
+            history = load_checkpoint(checkpoint)["history"]
+            points = [(h["iteration"], h["cycle"]) for h in history if "cycle" in h]
+            if points:
+                x, y = zip(*points)
+                axes[1].plot(x, y, linewidth=0.8, label=tag)
+    axes[0].set_title("shape consistency on the selection CT patients", fontsize=9)
+    axes[0].set_xlabel("iteration")
+    axes[0].legend(fontsize=7)
+    axes[1].set_title("cycle L1 (x10)", fontsize=9)
+    axes[1].set_xlabel("iteration")
+    axes[1].legend(fontsize=7)
+    figure.tight_layout()
+    save_figure(figure, path)
+
+
+def markdown(config: dict, quality: dict, figures: list) -> str:
+    preset = config["preset_object"]
+    options = preset.synthesis
+    split = config["split"]["CT"]
+    lines = ["# Ship run: the shipped synthesis models", "",
+             f"Preset `ship`: {preset.data.spacing_mm:g} mm grid, {options.crop} px crops, ngf {options.ngf}, "
+             f"{options.upsampling} upsampling, {'bf16' if options.autocast_bf16 else 'fp32'}, "
+             f"{options.iterations} iterations planned (linear decay from {options.decay_from}); every "
+             f"{options.select_every} iterations the fixed judge scores the live generators and their moving "
+             f"average (decay {options.ema_decay:g}) on CT {', '.join(split['select'])}; the best is kept. "
+             f"Scores below are on CT {', '.join(split['val'])}, which played no part in training or choosing.", "",
+             "Regenerate: `python -m Training ship-synthesis` (train or resume), then "
+             "`python -m Training ship-report --out Training/results/ship`.", "",
+             "| model | chosen | shape consistency (mean) | lowest patient | two-sample accuracy (95 % CI) | "
+             "Nyquist ratio |", "|---|---|---|---|---|---|"]
+    for tag in ("essnet", "cyclegan", "before"):
+        entry = quality["models"].get(tag)
+        if not entry:
+            continue
+        chosen = (f"iteration {entry['iteration']}, {entry['variant']}" if "iteration" in entry else "as shipped")
+        two = entry["two_sample"]
+        lines.append(f"| {TITLES[tag]} | {chosen} | {entry['shape_consistency']['mean']:.3f} | "
+                     f"{entry['shape_consistency']['min']:.3f} | {two['accuracy']:.3f} "
+                     f"({two['ci95'][0]:.3f}-{two['ci95'][1]:.3f}, {two['test_slices']} slices) | "
+                     f"{entry['nyquist_ratio']:.2f} |")
+    lines += ["", f"Real T2 MR (held-out patients): Nyquist ratio {quality['real_mr']['nyquist_ratio']:.2f}.", "",
+              "Per held-out CT patient (shape consistency, 3D Dice of the judge's liver on the synthetic MR against "
+              "the CT liver label):", ""]
+    tags = [t for t in ("essnet", "cyclegan", "before") if t in quality["models"]]
+    lines += ["| patient | " + " | ".join(TITLES[t] for t in tags) + " |", "|---" * (1 + len(tags)) + "|"]
+    for patient in split["val"]:
+        lines.append(f"| {patient} | " + " | ".join(
+            f"{quality['models'][t]['shape_consistency']['per_patient'][patient]:.3f}" for t in tags) + " |")
+    lines += ["", "How to read it:",
+              "- Shape consistency: the judge is the MR liver U-Net shipped on 2026-12-02 (`Training/judge/`), kept "
+              "fixed so numbers compare across runs; on real T2 MR it scores about 0.91.",
+              "- Two-sample test: a small CNN trained to tell real MR slices (CHAOS training patients) from synthetic "
+              "ones (every third CT training patient), tested on held-out patients of both, balanced; 0.5 means it "
+              "cannot tell them apart. Slices of one patient are correlated, so the interval is optimistic.",
+              "- Nyquist ratio: power on the Nyquist lines of the generator's output on its own grid over the power "
+              "just inside them; a period-2 checkerboard lifts it far above real MR's.", ""]
+    lines += [f"![{name}]({name})" for name in figures]
+    return "\n".join(lines) + "\n"
+
+
+def write_ship_report(run_dir, out=None, log=print, two_sample_iterations: int = 600,
+                      shipped_before: bool = True) -> Path:
+    """``shipped_before``: also score the synthesis model shipped before this run (when it came from elsewhere)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").exists():
+        raise FileNotFoundError(f"{run_dir} is not a ship run folder (no config.json): train first with "
+                                f"python -m Training ship-synthesis --run-dir {run_dir}")
+    config = open_run(run_dir, None)
+    quality = measure(run_dir, config, log, two_sample_iterations, shipped_before)
+    for tag in trained_tags(run_dir):
+        export_generators(run_dir, config, tag, quality)
+    figures = ["contact_sheet.png", "selection.png"]
+    contact_sheet(run_dir, config, quality, run_dir / figures[0])
+    selection_curves(run_dir, run_dir / figures[1])
+    report = run_dir / "REPORT.md"
+    report.write_text(markdown(config, quality, figures))
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in figures + ["REPORT.md", "quality.json"]:
+            shutil.copyfile(run_dir / name, out / name)
+        (out / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "preset_object"},
+                                                    indent=2) + "\n")
+        return out / "REPORT.md"
+    return report
