@@ -161,10 +161,13 @@ def _run_task(args) -> int:
     from .anatomy import AnatomyCheck
     from .pipeline import process_file, resolve_model
     from .progress import TextProgressBar
+    from .volume_io import check_writable
     from .runtime import import_torch
 
     import_torch(args.threads)
     pairs = _cases(Path(args.input), Path(args.output), args.default_suffix)
+    if len(pairs) == 1:  # a cohort goes on past one bad case; one case fails before any model is loaded
+        check_writable(pairs[0][1])
     loaded = resolve_model(args.model, args.command)  # once, not per case
     from_ct = getattr(args, "from_ct", False)
     synthesis = resolve_model(args.synthesis_model, "synthesize") if from_ct else None

@@ -221,10 +221,11 @@ def process_file(task: str, input_path, output_path, model=None, *, preview_path
     ``anatomy_check`` (a CT -> MR model, alone or before segment): also segment the liver on the CT and on the
     synthetic MR and put their Dice in ``report.anatomy`` (``check_anatomy``).
     """
-    from .volume_io import read_volume, write_volume
+    from .volume_io import check_writable, read_volume, write_volume
 
     if task not in TASKS:
         raise ValueError(f"unknown task '{task}': use one of {', '.join(TASKS)}")
+    check_writable(output_path)  # before anything is read or computed
     if synthesis_model is not None and task != "segment":
         raise ValueError("a synthesis model before the task only makes sense for segment")
     if Path(output_path).exists() and Path(output_path).resolve() == Path(input_path).resolve():

@@ -70,6 +70,28 @@ def read_volume(path, max_bytes: int | None = None) -> Volume:
     return _read_image_file(path, max_bytes)
 
 
+def check_writable(path) -> Path:
+    """Refuse, before any work, an output ``write_volume`` would refuse at the end: an unknown format, a folder
+    that does not exist or cannot be written, a path that is a folder."""
+    import os
+
+    path = Path(path).expanduser()
+    extension = file_extension(path)
+    if extension not in WRITE_EXTENSIONS:
+        raise OutputPathError(
+            f"cannot write '{extension or path.name}' files: name the output .nii.gz, .nii, .nrrd or .mha"
+        )
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputPathError(f"output folder {folder} does not exist: create it or choose another output path")
+    if path.is_dir():
+        raise OutputPathError(f"output path {path} is a folder: give a file name")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputPathError(f"cannot write to {folder} (permission denied): check permissions or choose another "
+                              "output folder")
+    return path
+
+
 def write_volume(volume: Volume, path) -> Path:
     """Write ``volume`` to .nii/.nii.gz/.nrrd/.mha atomically (a failure leaves no file); return the path."""
     import SimpleITK as sitk

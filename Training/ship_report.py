@@ -128,6 +128,7 @@ def measure(run_dir, config: dict, log=print, two_sample_iterations: int = 600, 
     candidates = {}
     for tag in trained_tags(run_dir):
         variant, chosen, ct_to_mr, mr_to_ct = best_generators(run_dir / tag, preset, tag)
+        ct_to_mr = ct_to_mr.half().float()  # what the fp16 file gives users: the figures are the shipped model's
         candidates[tag] = as_loaded_model(ct_to_mr, synthesis_card(preset, f"{tag}-ct2mr", "CT->MR", {}))
         candidates[tag + ":chosen"] = {"variant": variant, "iteration": chosen["iteration"], "selection": chosen}
     before_card = read_json(SHIPPED / "essnet-ct2mr.json")

@@ -68,9 +68,9 @@ class ConvReLU(nn.Module):
         self._cast: dict = {}  # dtype -> (weight, bias): inference weights never change
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        op = pointwise_convolution() if x.device.type == "cpu" else None
         dtype = _cpu_autocast_dtype() or x.dtype
-        if op is None or dtype not in (torch.float32, torch.bfloat16):
+        op = pointwise_convolution(dtype) if x.device.type == "cpu" else None
+        if op is None:
             return torch.relu_(self.conv(x))
         if dtype not in self._cast:
             bias = None if self.conv.bias is None else self.conv.bias.detach().to(dtype)
@@ -91,20 +91,21 @@ def fusable_convolution(conv) -> bool:
 _POINTWISE: dict = {}
 
 
-def pointwise_convolution():
-    """oneDNN's fused convolution op if this torch has it and it runs here (probed once), else None."""
-    if "op" not in _POINTWISE:
-        _POINTWISE["op"] = None
+def pointwise_convolution(dtype=torch.float32):
+    """oneDNN's fused convolution op if this torch has it and it runs here in ``dtype`` (fp32 or bf16; probed once
+    per dtype), else None. oneDNN's bf16 path needs AVX512 or AVX-NE-CONVERT: on AVX2-only CPUs it refuses."""
+    if dtype not in _POINTWISE:
+        _POINTWISE[dtype] = None
         op = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None)
-        if op is not None and torch.backends.mkldnn.is_available():
+        if dtype in (torch.float32, torch.bfloat16) and op is not None and torch.backends.mkldnn.is_available():
             try:
-                probe = op(torch.ones(1, 1, 4, 4), torch.ones(1, 1, 3, 3), None, [1, 1], [1, 1], [1, 1], 1, "relu",
-                           [], "")
+                probe = op(torch.ones(1, 1, 4, 4, dtype=dtype), torch.ones(1, 1, 3, 3, dtype=dtype), None, [1, 1],
+                           [1, 1], [1, 1], 1, "relu", [], "")
                 if probe.shape == (1, 1, 4, 4) and float(probe[0, 0, 1, 1]) == 9.0:
-                    _POINTWISE["op"] = op
+                    _POINTWISE[dtype] = op
             except (RuntimeError, TypeError, NotImplementedError):
                 pass
-    return _POINTWISE["op"]
+    return _POINTWISE[dtype]
 
 
 def _autocast_query():

@@ -157,25 +157,57 @@ def test_wrong_task_model_and_usage_errors(tiny, tmp_path):
     assert not (tmp_path / "o.nii.gz").exists()
 
 
-def test_unwritable_output_is_refused_before_any_work(tiny, tmp_path):
+def test_an_output_folder_that_does_not_exist_is_one_error_line_and_exit_1(tiny, tmp_path):
+    """An MR-like volume the tiny model segments without complaint, so the only thing wrong is the output folder
+    (a constant volume, as before, was refused for being constant and never reached the output)."""
     volume = tmp_path / "v.nii.gz"
-    sitk.WriteImage(sitk.GetImageFromArray(np.full((2, 16, 16), 50, np.int16)), str(volume))
-    done = run_cli("synthesize", volume, tmp_path / "no" / "such" / "dir" / "o.nii.gz", "--model", tiny["synthesis"])
-    assert done.returncode == 1 and "error:" in done.stderr
+    array = (300 + 50 * np.random.default_rng(1).standard_normal((2, 32, 32))).clip(0, None).astype(np.int16)
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((1.5, 1.5, 5.0))
+    sitk.WriteImage(image, str(volume))
+    folder = tmp_path / "no" / "such" / "dir"
+    done = run_cli("segment", volume, folder / "o.nii.gz", "--model", tiny["segmentation"], "--device", "cpu",
+                   "--quiet")
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 1
+    assert lines == [f"error: output folder {folder} does not exist: create it or choose another output path"], \
+        done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.nii.gz"]
 
 
 @pytest.mark.data
 def test_evaluate_prints_a_table_and_writes_json(shared_data, tmp_path):
-    seg = shared_data / "totalseg_examples" / "example_seg.nii.gz"
-    report = tmp_path / "scores.json"
-    done = run_cli("evaluate", seg, seg, "--label", "5", "--json", report)
-    assert done.returncode == 0, done.stderr
-    assert "dice" in done.stdout.lower()
+    """A prediction that is the reference's label 5 moved by two voxels (and relabelled 1), scored against the
+    reference: the overlap counted here with numpy is what the CLI must report."""
     import json
 
+    seg = shared_data / "totalseg_examples" / "example_seg.nii.gz"
+    reference = sitk.ReadImage(str(seg))
+    truth = sitk.GetArrayFromImage(reference) == 5
+    moved = np.zeros_like(truth)
+    moved[:, 2:, :] = truth[:, :-2, :]
+    assert truth.any() and not np.array_equal(moved, truth)
+    prediction = sitk.GetImageFromArray(moved.astype(np.uint8))
+    prediction.CopyInformation(reference)
+    sitk.WriteImage(prediction, str(tmp_path / "pred.nii.gz"))
+    report = tmp_path / "scores.json"
+    done = run_cli("evaluate", tmp_path / "pred.nii.gz", seg, "--label", "1", "--reference-label", "5",
+                   "--json", report)
+    assert done.returncode == 0, done.stderr
+    tp = int(np.count_nonzero(moved & truth))
+    fp, fn = int(np.count_nonzero(moved & ~truth)), int(np.count_nonzero(~moved & truth))
+    dice, iou = 2 * tp / (2 * tp + fp + fn), tp / (tp + fp + fn)
+    assert 0.05 < dice < 0.999  # a real, partial overlap
     scores = json.loads(report.read_text())
     flat = scores if isinstance(scores, dict) else scores[0]
-    assert abs(float(flat["dice"]) - 1.0) < 1e-9
+    assert (flat["tp"], flat["fp"], flat["fn"]) == (tp, fp, fn)
+    assert flat["dice"] == pytest.approx(dice, abs=1e-12) and flat["iou"] == pytest.approx(iou, abs=1e-12)
+    voxel_ml = float(np.prod(reference.GetSpacing())) / 1000.0
+    assert flat["ref_ml"] == pytest.approx(np.count_nonzero(truth) * voxel_ml, rel=1e-9)
+    assert flat["ravd"] == pytest.approx(abs(int(moved.sum()) - int(truth.sum())) / truth.sum() * 100.0, abs=1e-9)
+    case = str(tmp_path / "pred.nii.gz")
+    row = next(line.split() for line in done.stdout.splitlines() if line.split()[:1] == [case])
+    assert row[1:3] == [f"{dice:.4f}", f"{iou:.4f}"]  # the table's Dice and IoU columns
 
 
 def test_models_commands_use_the_cache_named_by_the_environment(tiny, tmp_path):

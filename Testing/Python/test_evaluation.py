@@ -2,7 +2,10 @@
 generated PNG folders in every encoding CHAOS uses, and the table and JSON reports."""
 from __future__ import annotations
 
+import errno
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -239,7 +242,7 @@ def test_table_rows_summaries_and_notes(tmp_path):
     assert rows["pooled"][:2] == [f"{pooled.dice:.4f}", f"{pooled.iou:.4f}"]
 
 
-def test_json_is_strict_and_written_atomically(tmp_path):
+def test_json_is_strict_and_written_atomically(tmp_path, monkeypatch):
     results = cases_of(tmp_path)
     target = tmp_path / "report.json"
     text = evaluation.to_json(results, target)
@@ -254,3 +257,20 @@ def test_json_is_strict_and_written_atomically(tmp_path):
     with pytest.raises(OutputPathError):
         evaluation.to_json(results, tmp_path / "missing" / "report.json")
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["report.json"]
+
+    # A disk that fills up halfway through writing the next report: the previous one must still be there, whole.
+    written = []
+
+    def disk_full_halfway(self, data, *args, **kwargs):
+        with open(self, "w", encoding="utf-8") as stream:
+            stream.write(data[: len(data) // 2])
+        written.append(Path(self))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Path, "write_text", disk_full_halfway)
+        with pytest.raises((OSError, OutputPathError)):
+            evaluation.to_json(results[:1], target)
+    assert written, "the report is written with Path.write_text: the failure above must have happened midway"
+    assert target.read_text() == text and json.loads(target.read_text()) == loaded
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["report.json"]  # no half-written temporary

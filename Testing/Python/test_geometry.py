@@ -96,6 +96,43 @@ def test_ties_keep_the_volumes_own_axes():
     assert frame.axes[0] == 0
 
 
+@pytest.mark.parametrize("degrees", [45, -45])
+def test_an_in_plane_rotation_of_45_degrees_keeps_the_volumes_own_rows(degrees):
+    """Rotated exactly 45 degrees about the slice axis, j and i are equally close to the patient's P axis: the tie
+    keeps the volume's own axes (rows = j, columns = i), unflipped since both still point towards +P and +L."""
+    rotation = rotation_matrix((0, 0, 1), degrees)
+    assert abs(abs(rotation[0, 0]) - abs(rotation[1, 0])) < 1e-12  # a tie indeed
+    frame = CanonicalFrame.from_direction(rotation)
+    assert frame == CanonicalFrame((0, 1, 2), (False, False, False))
+    canonical = np.arange(3 * 4 * 5, dtype=np.int16).reshape(3, 4, 5)
+    stored = Volume.from_sitk(canonical_image(canonical, rotation=rotation))
+    assert np.array_equal(CanonicalFrame.of(stored).to_canonical(stored.array), canonical)
+
+
+@pytest.mark.parametrize("ulps", [-2, -1, 1, 2])
+def test_an_in_plane_tie_is_a_tie_within_rounding(ulps):
+    """cos 45 and sin 45 come out of a header one or two ulps apart either way: still a tie, never a swap (that
+    would transpose every slice of a volume for a rounding difference)."""
+    c = np.float64(np.sqrt(0.5))
+    s = c
+    for _ in range(abs(ulps)):
+        s = np.nextafter(s, np.inf if ulps > 0 else -np.inf)
+    assert s != c
+    direction = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    assert CanonicalFrame.from_direction(direction) == CanonicalFrame((0, 1, 2), (False, False, False))
+
+
+def test_in_plane_ties_follow_the_stored_axes_and_flips():
+    """The tie keeps whatever the volume calls j as rows: stored with i and j swapped (and so one of them now
+    pointing towards -L), its own j is still the row axis, and the column runs against its i."""
+    c = np.sqrt(0.5)
+    rotation = np.array([[c, -c, 0.0], [c, c, 0.0], [0.0, 0.0, 1.0]])  # i -> (+L, +P), j -> (-L, +P)
+    swapped = rotation[:, [1, 0, 2]]  # i -> (-L, +P), j -> (+L, +P)
+    assert CanonicalFrame.from_direction(swapped) == CanonicalFrame((0, 1, 2), (False, False, True))
+    flipped_rows = rotation * np.array([1.0, -1.0, 1.0])  # j -> (+L, -P)
+    assert CanonicalFrame.from_direction(flipped_rows) == CanonicalFrame((0, 1, 2), (False, True, False))
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     shape=st.tuples(*(st.integers(1, 6),) * 3),

@@ -167,13 +167,40 @@ def test_real_volumes_keep_their_exact_geometry(tiny_models, shared_data, name, 
     from SlicerEssNet.volume_io import read_volume
 
     volume = read_volume(shared_data / name)
-    volume = Volume(volume.array[:3], volume.spacing, volume.origin, volume.direction)  # 3 slices are enough
+    volume = Volume(volume.array[:3, :256, :256], volume.spacing, volume.origin, volume.direction)  # no padding  # 3 slices are enough
     result = run_model(volume, tiny_models[task], device="cpu")
     assert result.same_geometry(volume)
     assert result.array.dtype == (np.uint8 if task == "segmentation" else np.float32)
-    if task == "synthesis":
-        low, high = tiny_models[task].card.postprocessing["low"], tiny_models[task].card.postprocessing["high"]
-        assert low - 1e-3 <= result.array.min() and result.array.max() <= high + 1e-3
+
+
+@pytest.mark.data
+def test_synthesis_of_a_real_ct_is_the_network_applied_by_hand(tiny_models, shared_data):
+    """On a grid equal to the CT's own pixels (no resampling), the pipeline's result must be exactly: window the
+    HU to [-1, 1] as the card says, run the network on each canonical slice, map [-1, 1] to the card's MR scale.
+    A range check could not tell: the tanh keeps any mistake in range."""
+    from SlicerEssNet.volume_io import read_volume
+
+    volume = read_volume(shared_data / "btcv_ct" / "ct_01.nii.gz")
+    volume = Volume(volume.array[:3, :256, :256], volume.spacing, volume.origin, volume.direction)  # no padding
+    frame = CanonicalFrame.of(volume)
+    _, row_mm, col_mm = frame.canonical_spacing(volume.spacing)
+    assert row_mm == col_mm, "square pixels: one model spacing then leaves every pixel where it is"
+    loaded = tiny_models["synthesis"]
+    card = loaded.card.replace(grid={"mode": "spacing", "spacing_mm": col_mm, "multiple_of": 4})
+    canonical = frame.to_canonical(volume.array)
+    assert SliceGrid.plan(canonical.shape[1:], (row_mm, col_mm), GridSpec.from_dict(card.grid)).pad == (0, 0, 0, 0)
+    result = run_model(volume, LoadedModel(card=card, network=loaded.network, path=loaded.path), device="cpu",
+                       precision="fp32")
+
+    window = card.preprocessing  # {"kind": "ct_window", "low": -125, "high": 275}
+    assert window["kind"] == "ct_window"
+    x = np.clip((canonical.astype(np.float64) - window["low"]) / (window["high"] - window["low"]) * 2 - 1, -1, 1)
+    with torch.no_grad():
+        y = loaded.network(torch.from_numpy(x.astype(np.float32))[:, None])[:, 0].double().numpy()
+    out = card.postprocessing  # {"kind": "linear", "low": 0, "high": 1000}
+    expected = (np.clip(y, -1, 1) + 1) / 2 * (out["high"] - out["low"]) + out["low"]
+    assert expected.std() > 1.0, "the untrained network's output varies over the slice"
+    np.testing.assert_allclose(frame.to_canonical(result.array), expected, rtol=0, atol=0.5)  # 0.05 % of the scale
 
 
 def test_keep_largest_component_drops_islands_only():
@@ -237,7 +264,8 @@ def test_convolution_relu_fusion_keeps_the_unets_result(monkeypatch):
             low, low_fused = unfused(x).float(), fused(x).float()
         torch.testing.assert_close(low_fused, low, rtol=2e-2, atol=2e-2)
         assert (low_fused - reference).abs().max() < 0.1
-        monkeypatch.setitem(low_precision_layers._POINTWISE, "op", None)
+        monkeypatch.setitem(low_precision_layers._POINTWISE, torch.float32, None)
+        monkeypatch.setitem(low_precision_layers._POINTWISE, torch.bfloat16, None)
         torch.testing.assert_close(fused(x), reference, rtol=0, atol=0)
 
 

@@ -318,6 +318,39 @@ def test_a_damaged_cached_copy_is_downloaded_again(tmp_path, published, server):
     assert store.verify("tiny-synthesis") == path
 
 
+def test_damage_past_the_first_mebibyte_is_caught_downloaded_cached_or_imported(tmp_path):
+    """The tiny models above are a few kB; a checksum of only a file's first MiB would pass all of them. A model
+    of 2 MB with one bit flipped near its end must be refused wherever the store checks a file."""
+    pytest.importorskip("torch")
+    (tmp_path / "published").mkdir()
+    weights = create_untrained_model("segmentation", tmp_path / "published" / "wide-liver", width=8)
+    good = weights.read_bytes()
+    bad = bytearray(good)
+    offset = len(bad) - 5  # inside the last tensor's data: the file still parses
+    assert offset > (1 << 20) + 4096
+    bad[offset] ^= 0x01
+    damaged = tmp_path / "damaged" / weights.name
+    damaged.parent.mkdir()
+    damaged.write_bytes(bytes(bad))
+    damaged.with_suffix(".json").write_bytes(weights.with_suffix(".json").read_bytes())
+
+    served_damaged = store_with(tmp_path, [entry_for(weights, damaged.as_uri())])  # the good file's SHA256
+    with pytest.raises(ChecksumMismatchError) as error:
+        served_damaged.download("wide-liver")
+    assert "another or a damaged file" in one_line(error)
+    with pytest.raises(ChecksumMismatchError):
+        served_damaged.import_file(damaged)
+    assert everything_in(tmp_path / "cache") == []
+
+    store = store_with(tmp_path, [entry_for(weights, weights.as_uri())])
+    path = store.download("wide-liver")
+    assert path.read_bytes() == good
+    path.write_bytes(bytes(bad))  # the cached copy damaged on disk afterwards
+    with pytest.raises(ChecksumMismatchError):
+        store.verify("wide-liver")
+    assert store.resolve("wide-liver") == path and path.read_bytes() == good  # fetched again, not used as it was
+
+
 # --- shipped, imported, local -----------------------------------------------------------------------
 def test_a_model_shipped_in_the_package(tmp_path, published):
     weights = published["segmentation"]

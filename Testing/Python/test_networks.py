@@ -172,8 +172,38 @@ def test_generator_on_a_real_ct_slice(shared_data):
     generator = seeded({"name": "resnet_generator", "ngf": 8, "n_blocks": 2}).eval()
     with torch.no_grad():
         y = generator(x)
-    assert y.shape == x.shape and torch.isfinite(y).all() and float(y.abs().max()) <= 1.0
+        expected = cyclegan_resnet_generator(x, generator.state_dict(), n_blocks=2)
+    assert y.shape == x.shape and torch.isfinite(y).all()
     assert float(x.std()) > 0.1  # the slice really has anatomy in the window
+    assert float(expected.std()) > 0.01  # and the network's output varies with it
+    torch.testing.assert_close(y, expected, rtol=0, atol=1e-5)
+
+
+def cyclegan_resnet_generator(x, state, n_blocks):
+    """junyanz's ``ResnetGenerator`` (instance norm, reflection padding, transposed convolutions) written out with
+    ``torch.nn.functional`` from a state dict alone: an independent account of what the generator computes."""
+    import torch.nn.functional as F
+
+    def conv(h, key, stride=1, padding=0):
+        return F.conv2d(h, state[f"{key}.weight"], state[f"{key}.bias"], stride=stride, padding=padding)
+
+    def norm(h, relu=True):
+        h = F.instance_norm(h, eps=1e-5)
+        return F.relu(h) if relu else h
+
+    h = norm(conv(F.pad(x, (3, 3, 3, 3), mode="reflect"), "model.1"))  # c7s1-ngf
+    h = norm(conv(h, "model.4", stride=2, padding=1))  # d2ngf
+    h = norm(conv(h, "model.7", stride=2, padding=1))  # d4ngf
+    for block in range(n_blocks):  # R4ngf: x + IN(conv(pad(ReLU(IN(conv(pad(x)))))))
+        key = f"model.{10 + block}.block"
+        r = norm(conv(F.pad(h, (1, 1, 1, 1), mode="reflect"), f"{key}.1"))
+        h = h + norm(conv(F.pad(r, (1, 1, 1, 1), mode="reflect"), f"{key}.5"), relu=False)
+    index = 10 + n_blocks
+    for _ in range(2):  # u2ngf, ungf: stride-2 3x3 transposed convolutions
+        h = norm(F.conv_transpose2d(h, state[f"model.{index}.weight"], state[f"model.{index}.bias"], stride=2,
+                                    padding=1, output_padding=1))
+        index += 3
+    return torch.tanh(conv(F.pad(h, (3, 3, 3, 3), mode="reflect"), f"model.{index + 1}"))  # c7s1-out, tanh
 
 
 # --- the factory ------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from test_model_store import ModelServer, entry_for, everything_in
 from test_slicer_modules import (in_process, logic_of, modules, node_ids, one_line,  # noqa: F401 - fixtures
                                  slicer)
 from test_volume_io import _recompress_as_htj2k
-from weights_testing import Payload, sha256
+from weights_testing import Payload, liver_everywhere, sha256
 
 torch = pytest.importorskip("torch")  # every case runs a model, or at least loads one
 
@@ -839,27 +839,72 @@ def test_a_worker_process_that_dies_leaves_the_scene_unchanged(slicer, modules, 
 
 
 # --- edge cases of the command line itself ---------------------------------------------------------------------
-def test_a_cohort_written_to_a_file_path_is_one_error_line(tmp_path, shared_data, tiny, capfd):
+@pytest.fixture
+def model_loads(monkeypatch):
+    """Every path ``SlicerEssNet.weights.load_model`` is called with (the real loader still runs): a refusal
+    "before any work" leaves it empty."""
+    from SlicerEssNet import weights
+
+    calls = []
+    real_load_model = weights.load_model
+
+    def recording_load_model(path, *args, **kwargs):
+        calls.append(path)
+        return real_load_model(path, *args, **kwargs)
+
+    monkeypatch.setattr(weights, "load_model", recording_load_model)
+    return calls
+
+
+def test_a_cohort_written_to_a_file_path_is_one_error_line(tmp_path, shared_data, tiny, capfd, model_loads):
     cohort = tmp_path / "cohort"
     cohort.mkdir()
     write(crop(shared_data), cohort / "a.nii.gz")
-    (tmp_path / "results.txt").write_text("not a folder")
-    code = cli.main(["synthesize", str(cohort), str(tmp_path / "results.txt"), "--model", str(tiny["synthesis"]),
+    results = tmp_path / "results.txt"
+    results.write_text("not a folder")
+    code = cli.main(["synthesize", str(cohort), str(results), "--model", str(tiny["synthesis"]),
                      "--device", "cpu", "--threads", "1", "--quiet"])
     lines = error_lines(capfd.readouterr().err)
-    assert code == cli.EXIT_FAILED and len(lines) == 1 and lines[0].startswith("error: ")
+    assert code == cli.EXIT_FAILED and len(lines) == 1, lines
+    assert lines[0].startswith(f"error: output {results} must be a folder when the input is a folder of volumes (")
+    assert lines[0].endswith("): give a folder"), lines[0]
+    assert model_loads == [], "the output is refused before any model is loaded"
+    assert results.read_text() == "not a folder" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "cohort", "results.txt"]
 
 
-def test_a_thread_count_of_zero_is_a_usage_error(tmp_path, shared_data, tiny, capfd):
+@pytest.mark.parametrize("output, message", [
+    ("missing/out.nii.gz", "error: output folder {tmp}/missing does not exist: create it or choose another output path"),
+    ("out.txt", "error: cannot write '.txt' files: name the output .nii.gz, .nii, .nrrd or .mha"),
+], ids=["missing folder", "unknown format"])
+def test_a_bad_output_path_is_refused_before_anything_is_read_or_loaded(tmp_path, tiny, capfd, model_loads, monkeypatch,
+                                                                        output, message):
+    from SlicerEssNet import volume_io
+
+    reads = []
+    monkeypatch.setattr(volume_io, "read_volume", lambda *a, **k: reads.append(a) or pytest.fail("input was read"))
+    source = tmp_path / "ct.nii.gz"
+    source.write_bytes(b"never read")
+    code = cli.main(["synthesize", str(source), str(tmp_path / output), "--model", str(tiny["synthesis"]),
+                     "--device", "cpu", "--threads", "1", "--quiet"])
+    lines = error_lines(capfd.readouterr().err)
+    assert code == cli.EXIT_FAILED and lines == [message.format(tmp=tmp_path)], lines
+    assert model_loads == [] and reads == [], "refused before any model is loaded or any input read"
+
+
+def test_a_thread_count_of_zero_is_a_usage_error(tmp_path, shared_data, tiny, capfd, model_loads):
     source = write(crop(shared_data), tmp_path / "ct.nii.gz")
     try:
-        code = cli.main(["synthesize", str(source), str(tmp_path / "o.nii.gz"), "--model", str(tiny["synthesis"]),
-                         "--device", "cpu", "--threads", "0", "--quiet"])
-    except SystemExit as usage:
-        code = usage.code
+        with pytest.raises(SystemExit) as usage:
+            cli.main(["synthesize", str(source), str(tmp_path / "o.nii.gz"), "--model", str(tiny["synthesis"]),
+                      "--device", "cpu", "--threads", "0", "--quiet"])
     finally:
         torch.set_num_threads(1)
-    assert code in (cli.EXIT_FAILED, cli.EXIT_USAGE) and not (tmp_path / "o.nii.gz").exists()
+    assert usage.value.code == cli.EXIT_USAGE
+    lines = error_lines(capfd.readouterr().err)
+    assert lines and lines[-1].endswith(" synthesize: error: argument --threads: 0 must be 1 or more"), lines
+    assert model_loads == [], "a usage error is found before any model is loaded"
+    assert not (tmp_path / "o.nii.gz").exists()
 
 
 @pytest.mark.parametrize("source, option", [(MR, "--allow-modality-mismatch"), (CT, "--device=cuda")],
@@ -890,14 +935,23 @@ def test_a_model_download_that_fails_in_a_module_leaves_the_scene_and_cache_unch
 
 
 @pytest.mark.parametrize("logic_name", LOGICS)
-def test_a_single_slice_node_is_processed_as_one_slice(logic_name, slicer, modules, shared_data, tiny):
+def test_a_single_slice_node_is_processed_as_one_slice(logic_name, slicer, modules, shared_data, tiny, tmp_path):
     task = LOGICS[logic_name]
     node = real_node(slicer, shared_data, task, array_edit=lambda array: np.ascontiguousarray(array[10:11]))
-    result = logic_of(modules, logic_name, in_process()).process(node, model=str(tiny[TASK_OF[task]]), device="cpu")
+    # The segmentation model marks every voxel: the liver volume is known before the run.
+    model = tiny[TASK_OF[task]] if task == "synthesize" else liver_everywhere(tmp_path / "all-liver")
+    result = logic_of(modules, logic_name, in_process()).process(node, model=str(model), device="cpu")
     if task == "synthesize":
         assert slicer.util.arrayFromVolume(result.volumeNode).shape == (1,) + node.GetImageData().GetDimensions()[1::-1]
     else:
-        assert result.segmentationNode is not None and result.liverVolumeMl >= 0.0
+        from EssNetSlicerLib.nodes import ijkToRasArray
+        from EssNetSlicerLib.segmentation import liverSegmentId
+
+        segmentation = result.segmentationNode
+        mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, liverSegmentId(segmentation), node)
+        assert mask.shape == (1,) + node.GetImageData().GetDimensions()[1::-1] and mask.all()
+        voxel_ml = abs(np.linalg.det(ijkToRasArray(node)[:3, :3])) / 1000.0  # the node's own voxel, in mL
+        assert result.liverVolumeMl == pytest.approx(np.count_nonzero(mask) * voxel_ml, rel=1e-6, abs=1e-12)
 
 
 def test_output_equal_to_input_is_refused_before_anything_is_overwritten(tmp_path, shared_data, tiny, capfd):

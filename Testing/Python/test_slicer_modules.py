@@ -530,9 +530,12 @@ def test_batch_script_processes_a_cohort_and_reports_failures(slicer, modules, s
     os.symlink(shared_data / BTCV_CT, cases / "ct_00.nii.gz")  # the real scan, read in place
     (cases / "broken.nii.gz").write_bytes(b"not a NIfTI file at all")
     nodes_before = slicer.mrmlScene.GetNumberOfNodes()
+    from weights_testing import liver_everywhere
+
+    all_liver = liver_everywhere(tmp_path / "all-liver")  # a known mask: every voxel
     code = EssNetBatch.main(["--input", str(cases), "--output", str(tmp_path / "out"), "--device", "cpu",
                              "--model", tiny_models["synthesis"], "--liver-mask",
-                             "--segmentation-model", tiny_models["segmentation"]])
+                             "--segmentation-model", str(all_liver)])
     assert code == EssNetBatch.EXIT_FAILED, "one case failed"
     printed = capsys.readouterr().out
     assert "[2/2] ct_00: Done in" in printed and "1 of 2 cases succeeded" in printed
@@ -546,6 +549,7 @@ def test_batch_script_processes_a_cohort_and_reports_failures(slicer, modules, s
     liver_file = next(Path(p) for p in good["output"].split(";") if p.endswith("ct_00_liver.nii.gz"))
     liver = nibabel.load(str(liver_file))
     expected_ml = np.count_nonzero(np.asarray(liver.dataobj)) * abs(np.linalg.det(liver.affine[:3, :3])) / 1000.0
+    assert np.asarray(liver.dataobj).all(), "the model marks every voxel"
     assert float(good["liver_volume_ml"]) == pytest.approx(expected_ml, abs=0.006)  # written with 2 decimals
     source = nibabel.load(str(shared_data / BTCV_CT))
     for output in good["output"].split(";"):

@@ -56,6 +56,12 @@ def test_micro_study_end_to_end(tmp_path, capsys):
         assert 0.0 <= metrics["pooled_dice_2d"]["mean"] <= 1.0, arm
         dice, iou = metrics["pooled_dice_2d"]["mean"], metrics["pooled_iou_2d"]["mean"]
         assert iou == pytest.approx(dice / (2 - dice), abs=1e-9)  # pooled: the paper's identity holds
+    # The real-only arm's scores, recomputed apart from Training/evaluate.py: its best checkpoint through the core's
+    # segment() on the validation volumes, the overlap counted here with numpy over every voxel of every volume.
+    expected = _pooled_scores_of_the_best_checkpoint(study, results["per_seed"]["0"]["arms"]["real"]["folder"])
+    recorded = results["per_seed"]["0"]["arms"]["real"]["scores"]
+    assert (recorded["pooled_dice_2d"], recorded["pooled_iou_2d"]) == pytest.approx(expected, abs=1e-9)
+    assert results["summary"]["real"]["pooled_dice_2d"]["mean"] == pytest.approx(expected[0], abs=1e-9)
     assert set(results["shape_consistency"]) == {"essnet", "cyclegan"}
     seed0 = results["per_seed"]["0"]
     assert seed0["stage1"]["cyclegan"]["segmenter_parameters"] == 0 < seed0["stage1"]["essnet"]["segmenter_parameters"]
@@ -151,6 +157,77 @@ def test_micro_study_end_to_end(tmp_path, capsys):
     assert json.dumps(again["on_ct"]) == json.dumps(results["on_ct"])
     assert "resuming at iteration 6/6" in capsys.readouterr().err
     np.testing.assert_equal(again["split"], results["split"])
+
+
+def _pooled_scores_of_the_best_checkpoint(study, folder: str) -> tuple:
+    """(pooled Dice, pooled IoU) of an arm's best.pt on the study's validation volumes, with the core's segment()."""
+    from SlicerEssNet.networks import build_network
+    from SlicerEssNet.pipeline import segment
+    from SlicerEssNet.weights import LoadedModel
+    from Training.checkpoint import load_checkpoint
+
+    card = study.scoring_card(0)
+    network = build_network(card.architecture)
+    network.load_state_dict(load_checkpoint(study.run_dir / "seed0" / "arms" / folder / "best.pt")["network"])
+    loaded = LoadedModel(card, network.eval(), None)
+    overlap = predicted = reference = 0
+    for case in study.mr_val_cases:
+        image, liver = study.val_volumes[case.patient]
+        labels = segment(image, loaded, device="cpu", precision="fp32").array == 1
+        truth = np.asarray(liver.array) == 1
+        overlap += int(np.count_nonzero(labels & truth))
+        predicted += int(np.count_nonzero(labels))
+        reference += int(np.count_nonzero(truth))
+    assert reference > 0
+    return 2 * overlap / (predicted + reference), overlap / (predicted + reference - overlap)
+
+
+def test_the_scores_of_a_model_whose_masks_are_known(tmp_path):
+    """score_segmentation, which every arm is judged by, on a 'network' that marks the bright voxels: what it must
+    report is known from the masks alone. Patient 1: a bright 16 x 16 block (and a bright 3 x 3 island the
+    largest-component step must drop) against a liver shifted by 4 rows and 2 columns: Dice 2 * 672 / 2048.
+    Patient 2: the same block against half of it. Pooled over both is not the mean of the two."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from SlicerEssNet.volume import Volume
+    from SlicerEssNet.weights import LoadedModel, create_untrained_model, load_model
+    from Training.evaluate import mean_volume_dice, score_segmentation
+
+    class MarkBright(torch.nn.Module):
+        def forward(self, x):  # class 1 wherever the normalised intensity is above 0
+            return torch.cat([-x, x], dim=1)
+
+    card = load_model(create_untrained_model("segmentation", tmp_path / "tiny")).card.replace(
+        grid={"mode": "spacing", "spacing_mm": 1.5, "multiple_of": 16})  # the volumes' own pixels: no resampling
+    loaded = LoadedModel(card, MarkBright(), None)
+    spacing = (1.5, 1.5, 4.0)
+    image = np.full((4, 32, 32), 100, np.int16)
+    image[:, 4:20, 4:20] = 900
+    image[1:3, 26:29, 26:29] = 900  # an island, apart from the block
+    block = np.zeros(image.shape, bool)
+    block[:, 4:20, 4:20] = True
+    shifted, half = np.zeros_like(block), np.zeros_like(block)
+    shifted[:, 8:24, 6:22] = True
+    half[:, 4:12, 4:20] = True
+    volumes = {name: (Volume(image, spacing), Volume(truth.astype(np.uint8), spacing))
+               for name, truth in (("p1", shifted), ("p2", half))}
+    cases = [SimpleNamespace(patient=name) for name in volumes]
+
+    scores = score_segmentation(loaded, cases, volumes)
+    dice = {"p1": 2 * 672 / (1024 + 1024), "p2": 2 * 512 / (1024 + 512)}
+    for name, truth in (("p1", shifted), ("p2", half)):
+        assert scores["per_volume"][name]["dice"] == pytest.approx(dice[name], abs=1e-12)
+        assert scores["per_volume"][name]["dice"] == pytest.approx(
+            2 * np.count_nonzero(block & truth) / (block.sum() + truth.sum()), abs=1e-12)
+        assert scores["per_volume"][name]["pred_ml"] == pytest.approx(1024 * 1.5 * 1.5 * 4.0 / 1000.0, rel=1e-12)
+    overlap, predicted, reference = 672 + 512, 2048, 1024 + 512
+    assert scores["pooled_dice_2d"] == pytest.approx(2 * overlap / (predicted + reference), abs=1e-12)
+    assert scores["pooled_iou_2d"] == pytest.approx(overlap / (predicted + reference - overlap), abs=1e-12)
+    assert scores["mean_dice"] == pytest.approx((dice["p1"] + dice["p2"]) / 2, abs=1e-12)
+    assert abs(scores["pooled_dice_2d"] - scores["mean_dice"]) > 1e-4  # pooling is not averaging
+    assert mean_volume_dice(loaded, cases, volumes) == pytest.approx(scores["mean_dice"], abs=1e-12)
 
 
 def test_no_seg_flag_trains_only_the_ablation_and_drops_the_essnet_arms(tmp_path):

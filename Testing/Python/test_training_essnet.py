@@ -67,11 +67,29 @@ def test_ablation_has_no_segmenter_and_differs_only_through_the_segmentation_gra
 
 
 def test_discriminators_are_frozen_during_the_generator_update():
+    """Seen from inside the step: when the generators' optimiser steps (their backward pass done), no
+    discriminator parameter takes gradients and none has received any from the generators' loss. The D step
+    clears the Ds' gradients first, so the weights alone after a step could not tell."""
     model = EssNetModel(dataclasses.replace(TINY, seg_weight=1.0), seed=0)
-    ct, liver, mr = _batch()
-    model.step(ct, liver, mr, iteration=0, total=10)
-    assert all(p.requires_grad for p in model.discriminators.parameters())  # re-enabled for the D step
-    assert all(p.grad is not None for p in model.discriminators.parameters())
+    model.step(*_batch(0), iteration=0, total=10)  # the Ds now hold their own step's gradients
+    parameters = list(model.discriminators.parameters())
+    left_by_the_d_step = [p.grad.detach().clone() for p in parameters]
+    seen = []
+    generator_step = model.optimizer_g.step
+
+    def record_then_step(*args, **kwargs):
+        seen.append({"requires_grad": [p.requires_grad for p in parameters],
+                     "unchanged": [p.grad is not None and torch.equal(p.grad, before)
+                                   for p, before in zip(parameters, left_by_the_d_step)]})
+        return generator_step(*args, **kwargs)
+
+    model.optimizer_g.step = record_then_step
+    model.step(*_batch(1), iteration=1, total=10)
+    assert len(seen) == 1, "the generators step once per training step"
+    assert not any(seen[0]["requires_grad"]), "the discriminators take gradients during the generator update"
+    assert all(seen[0]["unchanged"]), "the generators' loss put gradients into the discriminators"
+    assert all(p.requires_grad for p in parameters)  # re-enabled for the D step
+    assert all(p.grad is not None for p in parameters)  # which then gave them their own gradients
 
 
 def test_state_dict_round_trip_restores_pools_and_optimisers():

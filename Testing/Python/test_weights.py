@@ -393,6 +393,27 @@ def test_a_wrong_checksum(saved):
     assert "liver-test.safetensors" in one_line(error)
 
 
+def test_a_bit_flipped_past_the_first_mebibyte_is_refused(tmp_path):
+    """Every other file here is under 1 MiB, where hashing only the first MiB would still pass; this one is 2 MB."""
+    from SlicerEssNet.weights import file_sha256
+
+    weights = create_untrained_model("segmentation", tmp_path / "wide-liver", width=8)
+    data = bytearray(weights.read_bytes())
+    header_end = 8 + int.from_bytes(data[:8], "little")
+    assert len(data) > 3 << 19 and header_end < 1 << 20
+    assert file_sha256(weights) == sha256(weights)  # the whole file, as hashlib reads it in one go
+    load_model(weights)  # the control: as saved, it loads
+    offset = (1 << 20) + (len(data) - (1 << 20)) // 2  # tensor data, well past the first MiB
+    data[offset] ^= 0x01
+    weights.write_bytes(bytes(data))
+    assert file_sha256(weights) == sha256(weights)
+    read_state_dict(weights)  # still a well-formed file: only the checksum can tell
+    for check in (load_model, check_model):
+        with pytest.raises(ChecksumMismatchError) as error:
+            check(weights)
+        assert "truncated, corrupt or replaced" in one_line(error)
+
+
 def test_a_card_without_checksum_is_refused(saved):
     weights, card, _ = saved
     card.replace(sha256="").save(weights.with_suffix(".json"))

@@ -26,3 +26,18 @@ class Payload:
 
     def __reduce__(self):
         return builtins.exec, (f"open({self.marker!r}, 'w').close()",)
+
+
+def liver_everywhere(path):
+    """A tiny segmentation model whose last convolution says "liver" at every voxel (weights 0, biases -20 / +20):
+    its masks, and so the liver volumes measured from them, are known in advance. Returns the weights path."""
+    import torch
+
+    from SlicerEssNet.weights import create_untrained_model, load_model, save_model
+
+    loaded = load_model(create_untrained_model("segmentation", path, width=4))
+    last = [module for module in loaded.network.modules() if isinstance(module, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([-20.0, 20.0]))
+    return save_model(loaded.network, loaded.card, path)
