@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,6 +40,54 @@ def request(folder, output_name, long=False):
                       model=str(folder / ("slow_ct2mr.safetensors" if long else "tiny_ct2mr.safetensors")))
 
 
+def hold_after_first_batch(process_file, limit_s=60.0):
+    """``process_file`` whose job, once its first batch is done and reported, waits there until it is cancelled
+    (or killed; at most ``limit_s``). A cancel or a kill sent after that progress event therefore always lands in a
+    running job, however fast the job or slow the machine: the tests wait for the event, not for luck."""
+    def held(*args, progress, cancel, **options):
+        holding = [True]
+
+        def report(update):
+            progress(update)
+            if holding[0] and 0 < update.done < update.total:
+                holding[0] = False
+                deadline = time.monotonic() + limit_s
+                while not cancel.cancelled and time.monotonic() < deadline:
+                    time.sleep(0.01)  # a worker's SIGTERM handler runs here and sets the token
+
+        return process_file(*args, progress=report, cancel=cancel, **options)
+
+    return held
+
+
+WORKER_PYTHON = """#!{python}
+# The worker's interpreter for these tests (SubprocessJobRunner(python_executable=...), as Slicer passes
+# PythonSlicer): ``python -m SlicerEssNet worker REQUEST``, with each job held after its first batch.
+import runpy, sys
+sys.path.insert(0, {tests!r})
+import SlicerEssNet.pipeline as pipeline
+from test_jobs import hold_after_first_batch
+pipeline.process_file = hold_after_first_batch(pipeline.process_file)
+assert sys.argv[1:3] == ["-m", "SlicerEssNet"], sys.argv
+sys.argv = ["SlicerEssNet"] + sys.argv[3:]
+runpy.run_module("SlicerEssNet", run_name="__main__", alter_sys=True)
+"""
+
+
+def held_runner(kind, folder, monkeypatch):
+    """A runner of ``kind`` whose jobs are held after their first batch (``hold_after_first_batch``)."""
+    if kind == "thread":
+        import SlicerEssNet.pipeline as pipeline
+
+        # jobs._execute imports process_file when the job starts, so it finds this one.
+        monkeypatch.setattr(pipeline, "process_file", hold_after_first_batch(pipeline.process_file))
+        return InProcessJobRunner()
+    python = folder / "held_worker_python"
+    python.write_text(WORKER_PYTHON.format(python=sys.executable, tests=str(Path(__file__).resolve().parent)))
+    python.chmod(0o755)
+    return SubprocessJobRunner(python_executable=str(python))
+
+
 def wait_for(job, predicate, timeout=120):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -58,21 +108,25 @@ def test_a_job_succeeds_with_progress(setup, runner):
     assert out.GetSize() == (48, 48, 40) and out.GetSpacing() == (3.0, 3.0, 3.0)
 
 
-@pytest.mark.parametrize("runner", [InProcessJobRunner(), SubprocessJobRunner()], ids=["thread", "process"])
-def test_cancel_leaves_no_output(setup, runner):
-    name = f"cancelled_{type(runner).__name__}.nii.gz"
-    job = runner.start(request(setup, name, long=True))
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_cancel_leaves_no_output(setup, kind, monkeypatch):
+    name = f"cancelled_{kind}.nii.gz"
+    job = held_runner(kind, setup, monkeypatch).start(request(setup, name))
+    # The event: the first batch is done and reported; the job now waits there, so it cannot finish first.
     assert wait_for(job, lambda j: j.progress is not None and j.progress.done >= 1)
+    assert job.state == "running"
     job.cancel()
     assert job.wait(timeout=60) == CANCELLED
     assert "cancel" in job.error
+    assert job.progress.done == 1 < job.progress.total  # stopped before the next batch, not at the end
     assert not (setup / name).exists() and not list(setup.glob(f".{name}*"))
 
 
-def test_a_worker_that_dies_is_a_clear_failure(setup):
+def test_a_worker_that_dies_is_a_clear_failure(setup, monkeypatch):
     name = "killed.nii.gz"
-    job = SubprocessJobRunner().start(request(setup, name, long=True))
+    job = held_runner("process", setup, monkeypatch).start(request(setup, name))
     assert wait_for(job, lambda j: j.progress is not None and j.progress.done >= 1)
+    assert job.state == "running"  # held after its first batch: the kill lands in a running worker
     os.kill(job._process.pid, signal.SIGKILL)  # what the kernel's OOM killer does
     assert job.wait(timeout=60) == FAILED
     assert "stopped unexpectedly" in job.error and "\n" not in job.error
@@ -97,3 +151,42 @@ def test_leftover_partial_files_are_removed(tmp_path):
 def test_request_round_trips_through_json():
     original = JobRequest(task="segment", input_path="/a", output_path="/b", model="m", batch_size=3)
     assert JobRequest.from_json(original.to_json()) == original
+
+
+@pytest.fixture
+def launcher(tmp_path, monkeypatch):
+    """A stand-in of the shape of Slicer's ``PythonSlicer``: a parent that runs the interpreter as a child, waits
+    for it, and passes no signal on (a CTK launcher installs no handler: SIGTERM ends it, not its child). The
+    interpreter it runs holds each job after its first batch (``held_runner``), so Cancel always lands mid-job."""
+    interpreter = held_runner("process", tmp_path, monkeypatch).python_executable
+    script = tmp_path / "PythonSlicer"
+    script.write_text(f"#!{sys.executable}\nimport subprocess, sys\n"
+                      f"sys.exit(subprocess.call([{interpreter!r}] + sys.argv[1:]))\n")
+    script.chmod(0o755)
+    return script
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the launcher stand-in is a POSIX script")
+def test_cancel_behind_a_launcher_stops_the_whole_tree_and_writes_nothing(setup, launcher):
+    psutil = pytest.importorskip("psutil")
+    name = "cancelled_behind_launcher.nii.gz"
+    job = SubprocessJobRunner(python_executable=str(launcher)).start(request(setup, name))
+    assert wait_for(job, lambda j: j.progress is not None and j.progress.done >= 1)
+    tree = [psutil.Process(job._process.pid)] + psutil.Process(job._process.pid).children(recursive=True)
+    assert len(tree) >= 2, "the launcher and the interpreter it started"
+    job.cancel()
+    assert job.wait(timeout=60) == CANCELLED and "cancel" in job.error
+    gone, alive = psutil.wait_procs(tree, timeout=10)
+    assert not alive, f"still running after Cancel: {alive}"
+    assert not (setup / name).exists() and not list(setup.glob(f".{name}*"))
+
+
+def test_progress_arrives_through_poll_alone_without_helper_threads(setup):
+    """In Slicer a QTimer calls poll(); Python threads barely run there, so following a worker must need none."""
+    import threading
+
+    before = threading.active_count()
+    job = SubprocessJobRunner().start(request(setup, "polled.nii.gz"))
+    assert threading.active_count() == before, "no reader thread"
+    assert wait_for(job, lambda j: j.state == SUCCEEDED, timeout=180), job.error
+    assert job.progress is not None and job.progress.done == job.progress.total == 40

@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
+import time
+from pathlib import Path
 
 import pytest
 
@@ -20,15 +23,46 @@ def _micro(arms, section: str = "", **changes):
     return preset
 
 
-def _overlapping(intervals) -> bool:
-    ordered = sorted(intervals)
-    return any(later[0] < earlier[1] for earlier, later in zip(ordered, ordered[1:]))
+def _started_jobs(meeting) -> list:
+    """The keys in ``meeting/started``, one line per worker that started (complete lines only)."""
+    path = Path(meeting) / "started"
+    return path.read_text().split("\n")[:-1] if path.exists() else []
+
+
+def _train_once_a_second_job_started(run_dir, job, *args):
+    """The pool's worker target, ``train_in_worker``, behind a meeting point: each worker first appends its job's
+    key to ``meeting/started`` beside the run folder; the first job to start then waits (before it trains, so before
+    it can end) until another job's worker has done so, and writes ``meeting/met``. ``met`` exists only if a second
+    job started while the first was still running: overlap shown by events, not by clocks. A pool that runs its
+    jobs one after the other never writes it (its first job gives up waiting after 120 s)."""
+    from Training.job_pool import train_in_worker
+
+    meeting = Path(run_dir).parent / "meeting"
+    meeting.mkdir(exist_ok=True)
+    with open(meeting / "started", "a") as started:  # one short append per worker: lines never interleave
+        started.write(job.key + "\n")
+    try:
+        os.close(os.open(str(meeting / "first"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        pass  # not the first job: train at once
+    else:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            others = [key for key in _started_jobs(meeting) if key != job.key]
+            if others:
+                (meeting / "met").write_text(json.dumps({"first": job.key, "started_meanwhile": others}))
+                break
+            time.sleep(0.05)
+    train_in_worker(run_dir, job, *args)
 
 
 @pytest.mark.slow
-def test_two_workers_give_the_results_of_one_process_and_run_jobs_side_by_side(tmp_path):
+def test_two_workers_give_the_results_of_one_process_and_run_jobs_side_by_side(tmp_path, monkeypatch):
+    from Training import job_pool
     from Training.study import Study
 
+    # Spawned workers unpickle their target by name: this module is importable there (the parent's sys.path).
+    monkeypatch.setattr(job_pool, "train_in_worker", _train_once_a_second_job_started)
     alone = Study(tmp_path / "alone", _micro_preset(), stream=io.StringIO()).run()
     log = io.StringIO()
     run_dir = tmp_path / "side-by-side"
@@ -42,13 +76,13 @@ def test_two_workers_give_the_results_of_one_process_and_run_jobs_side_by_side(t
     workers = json.loads((run_dir / "workers.json").read_text())
     jobs = {f"seed0/arm_{arm}" for arm in _micro_preset().arms} | {"seed0/stage1_essnet", "seed0/stage1_cyclegan"}
     assert set(workers) == jobs and {entry["workers"] for entry in workers.values()} == {2}
-    import datetime
-
-    def interval(entry):
-        start = datetime.datetime.fromisoformat(entry["started"]).timestamp()
-        return start, start + entry["wall_seconds"]
-
-    assert _overlapping([interval(entry) for entry in workers.values()])
+    # Side by side: a second job's worker started while the first job was still waiting to train (see above).
+    meeting = tmp_path / "meeting"
+    assert (meeting / "met").exists(), "no second job started while the first was running: jobs ran one by one"
+    met = json.loads((meeting / "met").read_text())
+    assert met["first"] in jobs and met["started_meanwhile"] and set(met["started_meanwhile"]) <= jobs - {met["first"]}
+    started = _started_jobs(meeting)
+    assert sorted(started) == sorted(jobs)  # each job's worker started once
     # The study's clock: a seed's wall time beside the sum of what its jobs cost.
     wall = json.loads((run_dir / "wall_clock.json").read_text())["seed0"]
     assert wall["workers"] == 2 and wall["resumed"] is False and wall["seconds"] > 0
@@ -61,6 +95,7 @@ def test_two_workers_give_the_results_of_one_process_and_run_jobs_side_by_side(t
     assert json.dumps(again["summary"]) == json.dumps(beside["summary"])
     assert (run_dir / "timings.json").read_text() == timings
     assert json.loads((run_dir / "workers.json").read_text()) == workers
+    assert _started_jobs(meeting) == started
 
 
 @pytest.mark.slow
