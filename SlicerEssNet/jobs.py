@@ -14,9 +14,11 @@ import json
 import logging
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import threading
+import time
 import traceback
 import warnings
 from dataclasses import asdict, dataclass
@@ -178,52 +180,130 @@ class InProcessJobRunner:
 
 # --- worker process ------------------------------------------------------------------------------------------
 class _ProcessJob(Job):
-    def __init__(self, request: JobRequest, process: subprocess.Popen, request_file: Path):
+    """A worker process, followed without threads: the worker's events go to a file that ``poll()`` reads on.
+
+    Inside Slicer, Python threads barely run while Qt idles (PythonQt keeps the GIL), so a reader thread would
+    deliver progress late; a QTimer calling ``poll()`` needs none. The worker runs in a process group (POSIX) of
+    its own, because in Slicer it is started through the ``PythonSlicer`` launcher, which runs the interpreter as
+    a child and passes no signal on: ``cancel()`` stops the whole tree, not the launcher alone.
+    """
+
+    def __init__(self, request: JobRequest, process: subprocess.Popen, folder: Path, existed_before: bool):
         super().__init__(request)
         self._process = process
-        self._request_file = request_file
+        self._folder = folder
+        self._events_file = open(folder / "events.txt", "rb")
+        self._pending = b""
         self._cancelled = False
-        self._stderr_tail: List[str] = []
         self._saw_end = False
-        threading.Thread(target=self._read_stderr, daemon=True).start()
-        threading.Thread(target=self._read_stdout, daemon=True).start()
+        self._existed_before = existed_before
 
-    def _read_stderr(self) -> None:
-        for line in self._process.stderr:
-            self._stderr_tail = (self._stderr_tail + [line.rstrip()])[-20:]
+    def _read_events(self) -> None:
+        data = self._events_file.read()
+        if not data:
+            return
+        *lines, self._pending = (self._pending + data).split(b"\n")
+        for line in lines:
+            text = line.decode("utf-8", "replace")
+            if not text.startswith(EVENT_PREFIX):
+                continue
+            event = json.loads(text[len(EVENT_PREFIX):])
+            if self._cancelled and event.get("event") == "done":
+                continue  # finished as the user pressed Cancel: it stays cancelled (the output is removed)
+            self._saw_end = self._saw_end or event.get("event") in ("done", "error")
+            self._events.put(event)
 
-    def _read_stdout(self) -> None:
+    def _tree_alive(self) -> bool:
+        if self._process.poll() is None:
+            return True
+        if os.name != "posix":
+            return False
         try:
-            for line in self._process.stdout:
-                if line.startswith(EVENT_PREFIX):
-                    event = json.loads(line[len(EVENT_PREFIX):])
-                    self._saw_end = self._saw_end or event.get("event") in ("done", "error")
-                    self._events.put(event)
-            code = self._process.wait()
-            if self._cancelled and not self._saw_end:
-                self._events.put({"event": "error", "type": "CancelledError",
-                                  "message": "cancelled by the user: no output was written"})
-            elif not self._saw_end:
-                detail = next((line for line in reversed(self._stderr_tail) if line.strip()), "no message")
-                self._events.put({"event": "error", "type": "WorkerDied",
-                                  "message": f"the worker process stopped unexpectedly (exit code {code}: {detail}); "
-                                             "nothing was written - try again, or use the CPU if the GPU ran out of memory"})
-        finally:
-            remove_partial_outputs(self.request.output_path)
-            try:
-                self._request_file.unlink()
+            os.killpg(self._process.pid, 0)  # anyone left in the worker's group (the launcher's child)?
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def poll(self) -> str:
+        if not self._finished.is_set():
+            self._read_events()
+            if not self._tree_alive():
+                self._end()
+        return super().poll()
+
+    def _end(self) -> None:
+        self._read_events()
+        code = self._process.returncode
+        if self._cancelled and not self._saw_end:
+            self._events.put({"event": "error", "type": "CancelledError",
+                              "message": "cancelled by the user: no output was written"})
+        elif not self._saw_end:
+            detail = next((line for line in reversed(self._stderr_lines()) if line.strip()), "no message")
+            self._events.put({"event": "error", "type": "WorkerDied",
+                              "message": f"the worker process stopped unexpectedly (exit code {code}: {detail}); "
+                                         "nothing was written - try again, or use the CPU if the GPU ran out of memory"})
+        if self._cancelled and not self._existed_before:
+            try:  # written in the moment between Cancel and the stop
+                Path(self.request.output_path).unlink()
             except OSError:
                 pass
-            self._finished.set()
+        remove_partial_outputs(self.request.output_path)
+        self._events_file.close()
+        shutil.rmtree(self._folder, ignore_errors=True)
+        self._finished.set()
+
+    def _stderr_lines(self) -> List[str]:
+        try:
+            return (self._folder / "stderr.txt").read_text(errors="replace").splitlines()[-20:]
+        except OSError:
+            return []
+
+    def wait(self, timeout: Optional[float] = None) -> str:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() == RUNNING and not self._finished.is_set():
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+        return self.poll()
 
     def cancel(self) -> None:
+        """Stop the worker and everything it started; returns within about 5 s (graceful first, then killed)."""
         self._cancelled = True
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
+        if not self._tree_alive():
+            return
+        _signal_tree(self._process, graceful=True)
+        deadline = time.monotonic() + 5.0
+        while self._tree_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self._tree_alive():
+            _signal_tree(self._process, graceful=False)
+
+
+def _signal_tree(process: subprocess.Popen, graceful: bool) -> None:
+    """SIGTERM (the worker then stops between batches and cleans up) or SIGKILL to the worker's whole process group;
+    on Windows, taskkill /T (the tree)."""
+    import signal
+
+    if os.name == "posix":
+        try:
+            os.killpg(process.pid, signal.SIGTERM if graceful else signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        return
+    subprocess.run(["taskkill", "/T", "/PID", str(process.pid)] + ([] if graceful else ["/F"]),
+                   capture_output=True, creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
+
+
+def hidden_window_options() -> dict:
+    """Popen options that start a worker without a console window on Windows (as slicer.util.launchConsoleProcess
+    does); a new session on POSIX, so the worker's whole tree can be signalled."""
+    if os.name == "posix":
+        return {"start_new_session": True}
+    startup = subprocess.STARTUPINFO()
+    startup.dwFlags |= subprocess.STARTF_USESHOWWINDOW
+    startup.wShowWindow = 0  # SW_HIDE
+    return {"startupinfo": startup,
+            "creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)}
 
 
 class SubprocessJobRunner:
@@ -236,19 +316,19 @@ class SubprocessJobRunner:
     def start(self, request: JobRequest) -> Job:
         import tempfile
 
-        handle, name = tempfile.mkstemp(prefix="essnet-job-", suffix=".json")
-        with os.fdopen(handle, "w") as stream:
-            stream.write(request.to_json())
+        folder = Path(tempfile.mkdtemp(prefix="essnet-job-"))
+        (folder / "request.json").write_text(request.to_json())
         env = dict(os.environ if self.env is None else self.env)
         package_parent = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH", "")) if p)
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         env["PYTHONUNBUFFERED"] = "1"
-        process = subprocess.Popen(
-            [self.python_executable, "-m", "SlicerEssNet", "worker", name],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, bufsize=1,
-        )
-        return _ProcessJob(request, process, Path(name))
+        existed_before = Path(request.output_path).exists()
+        with open(folder / "events.txt", "wb") as events, open(folder / "stderr.txt", "wb") as errors:
+            process = subprocess.Popen(
+                [self.python_executable, "-m", "SlicerEssNet", "worker", str(folder / "request.json")],
+                stdin=subprocess.DEVNULL, stdout=events, stderr=errors, env=env, **hidden_window_options())
+        return _ProcessJob(request, process, folder, existed_before)
 
 
 def run_worker(request_file) -> int:

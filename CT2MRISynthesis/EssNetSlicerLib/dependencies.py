@@ -71,11 +71,11 @@ def ensureTorch(interactive: bool = True, install: bool = False) -> None:
         return
     if not interactive and not install:
         raise MissingDependencyError(
-            "PyTorch is not installed: run once with --install-dependencies or open the PyTorch Util module to "
+            "PyTorch is not installed: run once with --install-dependencies or open the PyTorch Utils module to "
             "install it, then run again")
     torch = logic.installTorch(askConfirmation=interactive, torchVersionRequirement=TORCH_REQUIREMENT)
     if torch is None:
-        raise MissingDependencyError("PyTorch was not installed: install it from the PyTorch Util module, then run again")
+        raise MissingDependencyError("PyTorch was not installed: install it from the PyTorch Utils module, then run again")
 
 
 def ensurePackages(requirementsPath, requester: str, interactive: bool = True, install: bool = False) -> None:
@@ -92,7 +92,12 @@ def ensurePackages(requirementsPath, requester: str, interactive: bool = True, i
             "from the module's GUI")
     packaging = _slicerPackaging()
     if packaging is not None:
-        packaging.pip_ensure(missing, prompt_install=interactive, prompt_restart=interactive, requester=requester)
+        import inspect
+
+        options = dict(prompt_install=interactive, prompt_restart=interactive, requester=requester)
+        if "show_progress" in inspect.signature(packaging.pip_ensure).parameters:
+            options["show_progress"] = interactive  # by default a modal progress dialog, and one on failure
+        packaging.pip_ensure(missing, **options)
         return
     if interactive and not slicer.util.confirmOkCancelDisplay(
             f"{requester} needs these Python packages: {', '.join(missing)}. Install them now?"):

@@ -150,6 +150,24 @@ class EssNetTestMixin:
     installed, each on a cleared scene; and the cleanups, because Slicer calls ``runTest`` directly rather than
     through unittest's ``run()``, which would otherwise run them."""
 
+    def skipUnlessModelsCanRun(self) -> None:
+        """Skip this test, saying what is missing, where Slicer lacks PyTorch or a package the module lists.
+
+        Under ctest, ``slicer.testing.runUnitTest`` runs every ``test_*`` method on its own and never calls
+        ``runTest``: each test that runs a model must check for itself.
+        """
+        import inspect
+
+        from EssNetSlicerLib import dependencies
+
+        missing = [] if dependencies.torchAvailable() else ["PyTorch (install the PyTorch extension, then open "
+                                                             "the PyTorch Utils module)"]
+        requirements = os.path.join(os.path.dirname(os.path.abspath(inspect.getfile(type(self)))), "Resources",
+                                    "requirements.txt")
+        missing += dependencies.missingRequirements(dependencies.readRequirements(requirements))
+        if missing:
+            self.skipTest("needs " + ", ".join(missing) + " to run the model")
+
     def runSteps(self, withoutTorch, withTorch) -> None:
         from EssNetSlicerLib import dependencies
 

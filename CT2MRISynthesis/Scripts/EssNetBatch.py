@@ -11,6 +11,9 @@ line per 10 % per case; ``summary.csv`` in --output lists every case (status, ou
 kept (liver Dice between the CT and its synthetic MR, CT inputs only), seconds, model, device, message). No dialog is ever opened. Exit code: 0 when every case succeeded, 1 when any failed,
 2 for a wrong command line.
 
+Options: ``--usage`` prints them (Slicer keeps ``--help`` for itself). Every path ends with ``sys.exit``: on any
+failure one line on stderr and exit code 1, so a headless Slicer never stays behind.
+
 ``--self-test`` makes a small CT-like case and tiny untrained models in a temporary folder and runs both tasks on
 them (ctest runs it; see Testing/Python/CMakeLists.txt).
 """
@@ -55,6 +58,9 @@ def buildParser() -> argparse.ArgumentParser:
     parser.add_argument("--install-dependencies", action="store_true",
                         help="install missing Python packages without asking (PyTorch via the PyTorch extension)")
     parser.add_argument("--self-test", action="store_true", help="run both tasks on a generated case and exit")
+    # Slicer's own parser takes --help and -h before the script sees them.
+    parser.add_argument("--usage", action="help", help="print these options and exit (inside Slicer, where --help "
+                                                        "is Slicer's own)")
     return parser
 
 
@@ -253,5 +259,25 @@ def selfTest() -> int:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def runScript(argv: Optional[List[str]] = None) -> int:
+    """``main`` with every path ending in an exit code and, on failure, one line on stderr.
+
+    Slicer started with ``--no-main-window --python-script`` exits only when the script calls ``sys.exit``: an
+    exception escaping the script would leave an invisible, idle Slicer behind.
+    """
+    try:
+        return main(argv)
+    except SystemExit as exit:
+        return exit.code if isinstance(exit.code, int) else (EXIT_OK if exit.code is None else EXIT_FAILED)
+    except KeyboardInterrupt:
+        print("error: interrupted; summary.csv lists the cases finished so far", file=sys.stderr, flush=True)
+        return EXIT_FAILED
+    except BaseException as error:  # noqa: BLE001 - the batch must always end with an exit code
+        text = str(error).splitlines()[0] if str(error) else ""
+        print(f"error: {type(error).__name__}: {text}" if text else f"error: {type(error).__name__}",
+              file=sys.stderr, flush=True)
+        return EXIT_FAILED
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(runScript(sys.argv[1:]))

@@ -139,6 +139,23 @@ def test_module_self_test_passes_and_leaves_no_temporary_files(slicer, modules, 
 
 
 @pytest.mark.parametrize("name", MODULES)
+def test_ctest_runs_each_self_test_method_and_those_needing_torch_skip_without_it(slicer, modules, name, monkeypatch):
+    """As ``slicer.testing.runUnitTest`` does under ctest: every test_* method loaded by unittest's loader and run on
+    its own (runTest never called). Without PyTorch the model tests skip, saying so; the input checks still run."""
+    import unittest
+
+    import EssNetSlicerLib.dependencies as dependencies
+
+    monkeypatch.setattr(dependencies, "torchAvailable", lambda: False)
+    monkeypatch.setattr(slicer.util, "delayDisplay", lambda *args, **kwargs: None)
+    suite = unittest.TestLoader().loadTestsFromName(f"{name}Test", modules[name]._python_module)
+    result = unittest.TestResult()
+    suite.run(result)
+    assert result.testsRun == 3 and not result.errors and not result.failures, result.errors + result.failures
+    assert len(result.skipped) == 2 and all("needs PyTorch" in reason for _, reason in result.skipped)
+
+
+@pytest.mark.parametrize("name", MODULES)
 def test_module_self_test_without_torch_runs_the_checks_that_need_none(slicer, modules, name, monkeypatch):
     """A Slicer without the PyTorch extension (an extension-build CI machine) still runs the input checks."""
     import EssNetSlicerLib.dependencies as dependencies
@@ -517,6 +534,29 @@ def test_dependency_checks_never_prompt_in_batch_mode(modules, tmp_path, repo_ro
     assert "no-such-package-essnet>=1.0" in message and "scipy>=999" in message and "numpy" not in message
 
 
+def test_headless_install_shows_no_dialog_on_slicer_5_12(modules, tmp_path, monkeypatch):
+    """Slicer 5.12's pip_ensure shows a modal progress dialog (and an error dialog) unless told not to."""
+    import types
+
+    import slicer
+    from EssNetSlicerLib import dependencies
+
+    calls = []
+
+    def pip_ensure(requirements, constraints=None, skip_packages=None, prompt_install=True, prompt_restart=True,
+                   requester=None, skip_in_testing=True, show_progress=True):  # Slicer 5.12's signature
+        calls.append(dict(prompt_install=prompt_install, prompt_restart=prompt_restart, show_progress=show_progress))
+
+    monkeypatch.setitem(sys.modules, "slicer.packaging", types.SimpleNamespace(pip_ensure=pip_ensure))
+    monkeypatch.setattr(slicer, "packaging", sys.modules["slicer.packaging"], raising=False)
+    extra = tmp_path / "requirements.txt"
+    extra.write_text("no-such-package-essnet>=1.0\n")
+    dependencies.ensurePackages(extra, "Test", interactive=False, install=True)
+    dependencies.ensurePackages(extra, "Test", interactive=True)
+    assert calls == [dict(prompt_install=False, prompt_restart=False, show_progress=False),
+                     dict(prompt_install=True, prompt_restart=True, show_progress=True)]
+
+
 # --- headless batch ------------------------------------------------------------------------------------------
 @pytest.mark.data
 def test_batch_script_processes_a_cohort_and_reports_failures(slicer, modules, shared_data, tiny_models, tmp_path,
@@ -571,6 +611,25 @@ def test_batch_script_usage_errors_and_self_test(modules, tmp_path):
         EssNetBatch.EXIT_USAGE  # test-time augmentation is for --task segment
     assert not (tmp_path / "out").exists()
     assert EssNetBatch.main(["--self-test"]) == EssNetBatch.EXIT_OK
+
+
+def test_batch_script_ends_every_failure_with_one_line_and_an_exit_code(repo_root, tmp_path):
+    """Headless Slicer exits only when the script calls sys.exit: a failing step (here an output folder that cannot
+    be made) must end the script with exit code 1 and one line, never a traceback that leaves Slicer running."""
+    import subprocess
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "ct.nii.gz").write_bytes(b"x")
+    (tmp_path / "a_file").write_text("not a folder")
+    script = repo_root / "CT2MRISynthesis" / "Scripts" / "EssNetBatch.py"
+    done = subprocess.run([sys.executable, str(script), "--input", str(tmp_path / "in"),
+                           "--output", str(tmp_path / "a_file" / "out")], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(repo_root)), timeout=120)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: NotADirectoryError: "), done.stderr
+    usage = subprocess.run([sys.executable, str(script), "--usage"], capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 0 and "--install-dependencies" in usage.stdout and "--usage" in usage.stdout
 
 
 def test_an_mr_to_ct_model_makes_synthetic_ct_and_is_offered_with_its_direction(slicer, modules, tiny_models,
