@@ -269,7 +269,7 @@ class LiverSegmentationLogic(EssNetLogicMixin, ScriptedLoadableModuleLogic):
         :param synthesizeFirst: translate a CT to synthetic MR first (``synthesisModel``); ``keepSyntheticMR``
             also adds that image to the scene
         :param testTimeAugmentation: average five slightly zoomed/rotated views of each slice (4-5x the time;
-            what it changes for each model: Training/README.md)
+            what it changes for each model: docs/EXPERIMENTS.md)
         :param progressCallback: called with an ``EssNetSlicerLib.runs.RunStatus`` (``.fraction``, ``.text``)
         :param timeout: seconds; the run is cancelled when it takes longer
         :return: ``SegmentationResult(segmentationNode, liverVolumeMl, syntheticVolumeNode)``

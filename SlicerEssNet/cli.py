@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="with --from-ct: the CT -> MR model (default: the default synthesis model)")
             command.add_argument("--tta", action="store_true",
                                  help="test-time augmentation: average 5 zoomed/rotated views of each slice "
-                                      "(4-5x the time; its effect per model: Training/README.md)")
+                                      "(4-5x the time; its effect per model: docs/EXPERIMENTS.md)")
         command.add_argument("--no-anatomy-check", dest="anatomy_check", action="store_false",
                              help="CT -> MR: skip the check that segments the liver on the CT (liver-unet-ct) and on "
                                   "the synthetic MR (liver-unet-mr) and prints their Dice")
@@ -71,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
                              help="also write <output>_preview.png: input and result side by side on a few slices")
         command.add_argument("--quiet", action="store_true", help="no progress bar")
         command.set_defaults(handler=_run_task, default_suffix=default_suffix)
+
+    example = commands.add_parser("example", help="run the shipped models on the bundled example CT and MR "
+                                                  "(TotalSegmentator's, Apache-2.0): volumes and a picture")
+    example.add_argument("output", nargs="?", default="example-out", help="folder to write to (default: example-out)")
+    example.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
+    example.add_argument("--threads", type=positive_int, help="CPU threads (default: the cores available)")
+    example.set_defaults(handler=_example)
 
     evaluate = commands.add_parser("evaluate", help="score a segmentation against a reference (Dice, IoU, RAVD, ASSD, MSSD, HD95)")
     evaluate.add_argument("prediction", help="predicted label volume (or CHAOS-style PNG folder)")
@@ -228,6 +235,16 @@ def _with_ct_hint(error: Exception, args, loaded) -> Exception:
 
 
 # --- evaluate -----------------------------------------------------------------------------------------------------
+def _example(args) -> int:
+    from .example import run_example
+    from .runtime import import_torch
+
+    import_torch(args.threads)
+    for line in run_example(Path(args.output), device=args.device):
+        print(line)
+    return EXIT_OK
+
+
 def _evaluate(args) -> int:
     from .evaluation import evaluate_files, format_table, to_json
 

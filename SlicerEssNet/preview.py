@@ -20,12 +20,12 @@ def _to_uint8(image: np.ndarray, low: float, high: float) -> np.ndarray:
     return (np.clip(scaled, 0.0, 1.0) * 255).astype(np.uint8)
 
 
-def _window(array: np.ndarray) -> tuple:
+def window_of(array: np.ndarray) -> tuple:
     sample = array[:: max(1, array.shape[0] // 16)].astype(np.float32)
     return tuple(float(v) for v in np.percentile(sample, (1, 99)))
 
 
-def _physical_resize(slice_rgb, row_mm: float, col_mm: float, height: int):
+def physical_resize(slice_rgb, row_mm: float, col_mm: float, height: int):
     """Resize so pixels are square in millimetres and the panel is ``height`` pixels tall."""
     from PIL import Image
 
@@ -36,31 +36,51 @@ def _physical_resize(slice_rgb, row_mm: float, col_mm: float, height: int):
 
 def write_preview(source: Volume, result: Volume, path, *, labels: bool, slices: int = 3, height: int = 256) -> Path:
     """Rows of [input | result] (labels: [input | input + liver overlay]) at evenly spaced slices; PNG, atomic."""
-    from PIL import Image
-
     from .geometry import CanonicalFrame
 
     frame = CanonicalFrame.of(source)
     image = frame.to_canonical(source.array)
     other = frame.to_canonical(result.array)
     _, row_mm, col_mm = frame.canonical_spacing(source.spacing)
-    in_window = _window(image)
-    out_window = None if labels else _window(other)
+    in_window = window_of(image)
+    out_window = None if labels else window_of(other)
     picks = np.linspace(0, image.shape[0] - 1, num=min(slices, image.shape[0]) + 2)[1:-1].round().astype(int)
     picks = picks if len(picks) else np.array([0])
     rows = []
     for index in picks:
-        grey = np.repeat(_to_uint8(image[index], *in_window)[..., None], 3, axis=2)
-        if labels:
-            mask = other[index] == 1
-            right = grey.copy()
-            right[mask] = (0.45 * right[mask] + 0.55 * np.array(LIVER_RGB)).astype(np.uint8)
-        else:
-            right = np.repeat(_to_uint8(other[index], *out_window)[..., None], 3, axis=2)
-        panels = [_physical_resize(p, row_mm, col_mm, height) for p in (grey, right)]
+        grey = grey_rgb(image[index], in_window)
+        right = with_liver(grey, other[index] == 1) if labels else grey_rgb(other[index], out_window)
+        rows.append([physical_resize(p, row_mm, col_mm, height) for p in (grey, right)])
+    return save_sheet(rows, path)
+
+
+def grey_rgb(image: np.ndarray, window: tuple) -> np.ndarray:
+    """One slice as an RGB array under ``window`` (low, high)."""
+    return np.repeat(_to_uint8(image, *window)[..., None], 3, axis=2)
+
+
+def with_liver(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``rgb`` with the liver voxels tinted in the Liver segment's colour."""
+    tinted = rgb.copy()
+    tinted[mask] = (0.45 * tinted[mask] + 0.55 * np.array(LIVER_RGB)).astype(np.uint8)
+    return tinted
+
+
+def save_sheet(rows, path) -> Path:
+    """Rows of equally tall RGB panels, 4 px white gaps, right-padded to one width; PNG, written atomically."""
+    from PIL import Image
+
+    lines = []
+    for panels in rows:
+        height = panels[0].shape[0]
         gap = np.full((height, 4, 3), 255, np.uint8)
-        rows.append(np.concatenate([panels[0], gap, panels[1]], axis=1))
-    sheet = np.concatenate([np.concatenate([r, np.full((4, r.shape[1], 3), 255, np.uint8)]) for r in rows])[:-4]
+        line = panels[0]
+        for panel in panels[1:]:
+            line = np.concatenate([line, gap, panel], axis=1)
+        lines.append(line)
+    width = max(line.shape[1] for line in lines)
+    lines = [np.pad(line, ((0, 0), (0, width - line.shape[1]), (0, 0)), constant_values=255) for line in lines]
+    sheet = np.concatenate([np.concatenate([line, np.full((4, width, 3), 255, np.uint8)]) for line in lines])[:-4]
     path = Path(path)
     with atomic_path(path) as temporary:
         Image.fromarray(sheet).save(temporary, format="PNG")

@@ -4,7 +4,7 @@ class probabilities, mapped back onto the slice, are averaged.
 No flips: the networks never saw a mirrored abdomen (the liver on the wrong side), so a flipped view would be a
 different, unseen kind of image, not another look at the same one. The zooms and rotations stay inside the
 range the shipped U-Net was trained with (8 degrees, 8 % zoom). On the four validation patients the views raised
-the real-only U-Net's mean 3D Dice by 0.003 and lowered the shipped real+ct U-Net's by 0.002 (Training/README.md),
+the real-only U-Net's mean 3D Dice by 0.003 and lowered the shipped real+ct U-Net's by 0.002 (docs/EXPERIMENTS.md),
 for five network passes (3-5x the wall time, Testing/benchmarks/inference.py).
 """
 from __future__ import annotations

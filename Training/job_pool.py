@@ -2,7 +2,7 @@
 
 The study's networks are small, so a training step is hundreds of small ops that two cores share badly: on the
 project's 2-core machine two jobs at 1 thread each finish in 0.86x the time of one after the other at 2 threads
-(``Training/README.md``, "Time"). A worker is a fresh process that reopens the run folder (``config.json``), reads
+(``docs/EXPERIMENTS.md``, "time of a seed"). A worker is a fresh process that reopens the run folder (``config.json``), reads
 only the data its job trains on and writes only that job's folder; the study process then reloads the finished
 job like any other, so results, timings, reports and resuming are those of a run without workers. The jobs of a
 seed are queued as soon as what they learn from exists: the real-only U-Net and both synthesis models first

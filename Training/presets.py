@@ -109,7 +109,7 @@ class SegmentationOptions:
     crop: int = 96  # training crop; U-Nets are fully convolutional and read whole model-grid slices in use
     batch_size: int = 4
     # 4000 stopped short: the real-only arm gained 0.06 3D Dice (0.81 -> 0.87, seeds 0 and 1) going to 7000;
-    # 8000 did no better on seed 0, nor 10000 with organ_gamma (0.908 against 0.907 / 0.910; Training/README.md).
+    # 8000 did no better on seed 0, nor 10000 with organ_gamma (0.908 against 0.907 / 0.910; docs/EXPERIMENTS.md).
     iterations: int = 7000
     decay_from: int = 3500
     lr: float = 1e-3
@@ -188,7 +188,7 @@ def _cpu() -> Preset:
     # 0.79 +- 0.04 against 0.68 +- 0.09 on the T1-like MR, for 11 % more time a step (2026-12-02); the heads are
     # training-only, so the shipped U-Net is the same network.
     # batch 8 for half the iterations (the same samples): 0.912 / 0.909 on the real+ct arm's seeds 0 / 1 against
-    # 0.911 / 0.903 at batch 4 x 7000, in 0.8x the time (half the validations; runs/exp14 in Training/README.md).
+    # 0.911 / 0.903 at batch 4 x 7000, in 0.8x the time (half the validations; runs/exp14 in docs/EXPERIMENTS.md).
     # checkpoint_every 50 keeps checkpoints within one epoch of the 397 real MR training slices at batch 8.
     return Preset(name="cpu", data=DataOptions(organ_contrast=0.6, organ_gamma=0.8),
                   segmentation=SegmentationOptions(deep_supervision=3, batch_size=8, iterations=3500, decay_from=1750,
