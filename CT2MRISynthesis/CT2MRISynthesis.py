@@ -43,6 +43,14 @@ Rafiq et al., "Cross Modality Medical Image Synthesis for Improving Liver Segmen
 ICCV 2017. Training data: CHAOS (Kavur et al., zenodo 10.5281/zenodo.3362844) and BTCV (Landman et al.).
 Built on 3D Slicer's scripted module template and PyTorch.
 """)
+        # The bundled example CT and MR in the Sample Data module (registered once Slicer has started).
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData() -> None:
+    from EssNetSlicerLib.sample_data import registerSampleData as register
+
+    register()
 
 
 #

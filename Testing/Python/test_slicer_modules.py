@@ -264,6 +264,36 @@ def test_segmentation_on_real_mr_sets_reference_geometry_and_terminology(slicer,
         "the segment's voxels lie on the MR's voxel grid (LAS)"
 
 
+def test_sample_data_offers_the_bundled_example_ct_and_mr(slicer, modules, repo_root, monkeypatch):
+    """Registered when Slicer has started, with local file URIs whose SHA256 matches, thumbnails and node names."""
+    import hashlib
+    import types
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    import slicer_standins
+
+    connected = []
+    monkeypatch.setattr(slicer.app, "connect", lambda signal, slot: connected.append((signal, slot)))
+    slicer_standins.load_module(repo_root / "CT2MRISynthesis" / "CT2MRISynthesis.py")
+    assert [signal for signal, _ in connected] == ["startupCompleted()"]
+    registered = []
+    fake = types.SimpleNamespace(SampleDataLogic=types.SimpleNamespace(
+        registerCustomSampleDataSource=lambda **options: registered.append(options)))
+    monkeypatch.setitem(sys.modules, "SampleData", fake)
+    connected[0][1]()  # what Slicer does once started
+    assert [entry["sampleName"] for entry in registered] == ["EssNet example CT", "EssNet example MR"]
+    for entry in registered:
+        path = Path(url2pathname(urlparse(entry["uris"]).path))
+        assert path.is_file() and path.parent == repo_root / "SlicerEssNet" / "examples"
+        assert entry["checksums"] == "SHA256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+        assert entry["fileNames"] == path.name and entry["category"] == "EssNet"
+        assert Path(entry["thumbnailFileName"]).is_file() and entry["loadFileType"] == "VolumeFile"
+    # and the volume loads as a node the modules take
+    node, _ = node_from_nifti(slicer, repo_root / "SlicerEssNet" / "examples" / "example_ct_sm.nii.gz", "ExampleCT")
+    assert slicer.util.arrayFromVolume(node).shape == (30, 101, 122)
+
+
 def test_liver_terminology_parses_as_slicers_snomed_liver(slicer):
     from EssNetSlicerLib.segmentation import LIVER_TERMINOLOGY
 
