@@ -50,7 +50,7 @@ Built on 3D Slicer's scripted module template and PyTorch.
 def registerSampleData() -> None:
     from EssNetSlicerLib.sample_data import registerSampleData as register
 
-    register()
+    register(os.path.join(os.path.dirname(os.path.abspath(__file__)), "Resources", "Icons"))
 
 
 #

@@ -28,8 +28,7 @@ class LiverSegmentation(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("Liver Segmentation")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
-        # The shared Slicer-side package (EssNetSlicerLib) ships with CT2MRISynthesis, and chaining needs it.
-        self.parent.dependencies = ["CT2MRISynthesis"]
+        self.parent.dependencies = []
         self.parent.contributors = ["SlicerEssNet developers (SlicerEssNet project)"]
         self.parent.helpText = _("""
 Segments the liver on an abdominal MR volume with a U-Net, slice by slice, and adds a segmentation with one segment

@@ -185,6 +185,8 @@ def check_anatomy(ct: Volume, synthetic_mr: Volume, mr_liver: Optional[np.ndarra
 
     engine = {key: value for key, value in _engine_options(options).items() if key not in ("progress",)}
     engine["test_time_augmentation"] = False
+    # A report of its own: the run's notes (a missing GPU, ...) were said once by the run itself.
+    engine["report"] = RunReport("", "", "", 0, ())
     ct_liver = segment(ct, CT_LIVER_MODEL, **{**engine, "allow_modality_mismatch": False}).array
     if mr_liver is None:
         # Synthetic MR need not pass the MR look-alike check; what matters here is where the liver is.
@@ -205,6 +207,9 @@ def _anatomy_report(card, ct: Volume, synthetic_mr: Volume, mr_liver, report: Ru
             report.anatomy = check_anatomy(ct, synthetic_mr, mr_liver, **options).to_dict()
     except CancelledError:
         raise
+    except ModalityMismatchError:
+        report.notes.append("anatomy check skipped: the input does not look like a CT, which the check's "
+                            "liver-unet-ct reads")
     except EssNetError as error:
         report.notes.append(f"anatomy check skipped: {error}")
 

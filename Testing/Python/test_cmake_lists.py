@@ -135,6 +135,25 @@ def test_core_package_patterns_cover_every_core_file(repo_root):
     assert not missed, f"SlicerEssNet/CMakeLists.txt would not package {missed}"
 
 
+def test_shared_slicer_plumbing_and_batch_script_are_packaged_apart_from_both_modules(repo_root):
+    """EssNetSlicerLib (globbed, like the core) and EssNetBatch have CMake lists of their own, configured after the
+    core; no module folder holds, or lists, the other's code."""
+    root = cmake_text(repo_root / "CMakeLists.txt")
+    subdirectories = re.findall(r"add_subdirectory\((\w+)\)", root)
+    assert subdirectories.index("SlicerEssNet") < subdirectories.index("EssNetSlicerLib")
+    assert "EssNetBatch" in subdirectories
+    library = cmake_text(repo_root / "EssNetSlicerLib" / "CMakeLists.txt")
+    assert "${CMAKE_CURRENT_SOURCE_DIR}/*.py" in library and "ctkMacroCompilePythonScript(" in library
+    assert {path.name for path in (repo_root / "EssNetSlicerLib").iterdir() if path.suffix == ".py"} >= {
+        "__init__.py", "runs.py", "processing.py", "sample_data.py"}
+    assert not [p for p in (repo_root / "EssNetSlicerLib").rglob("*") if p.is_dir() and p.name != "__pycache__"]
+    batch = cmake_text(repo_root / "EssNetBatch" / "CMakeLists.txt")
+    assert 'SCRIPTS "EssNetBatch.py"' in batch and "SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/EssNetBatch.py" in batch
+    for module in MODULES:
+        assert not (repo_root / module / "EssNetSlicerLib").exists() and not (repo_root / module / "Scripts").exists()
+        assert "EssNetSlicerLib/" not in cmake_text(repo_root / module / "CMakeLists.txt")
+
+
 def test_licence_is_apache_2(repo_root):
     text = (repo_root / "LICENSE").read_text()
     assert "Apache License" in text and "Version 2.0, January 2004" in text

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SLICER_LOADED = ("SlicerEssNet", "CT2MRISynthesis", "LiverSegmentation")
+SLICER_LOADED = ("SlicerEssNet", "EssNetSlicerLib", "EssNetBatch", "CT2MRISynthesis", "LiverSegmentation")
 OLDEST_PYTHON = (3, 9)
 
 # Names that the oldest Python or numpy lacks (or the newest numpy removed), as `module.name` after resolving
@@ -369,7 +369,7 @@ IDS = [path.relative_to(REPO).as_posix() for path in FILES]
 
 def test_the_slicer_loaded_files_are_all_found():
     assert {"SlicerEssNet/__init__.py", "SlicerEssNet/pipeline.py", "SlicerEssNet/networks/unet.py",
-            "CT2MRISynthesis/CT2MRISynthesis.py", "CT2MRISynthesis/EssNetSlicerLib/nodes.py",
+            "CT2MRISynthesis/CT2MRISynthesis.py", "EssNetSlicerLib/nodes.py", "EssNetBatch/EssNetBatch.py",
             "LiverSegmentation/LiverSegmentation.py"} <= set(IDS)
 
 

@@ -30,7 +30,7 @@ def modules(repo_root):
     import slicer_standins
 
     slicer_standins.install()
-    for folder in ("CT2MRISynthesis", "CT2MRISynthesis/Scripts"):
+    for folder in ("", "EssNetBatch"):  # EssNetSlicerLib and the batch script, where Slicer puts them on the path
         if str(repo_root / folder) not in sys.path:
             sys.path.insert(0, str(repo_root / folder))
     return {name: slicer_standins.load_module(repo_root / name / f"{name}.py") for name in MODULES}
@@ -123,8 +123,10 @@ def test_module_passes_slicers_generic_checks(slicer, modules, name):
     assert slicer.util.mainWindow() is None
     representation = module.widgetRepresentation()  # builds without a main window (--no-main-window)
     assert representation.self().logic is not None
-    if name == "LiverSegmentation":
-        assert module.dependencies == ["CT2MRISynthesis"]
+    assert module.dependencies == [], "the modules share EssNetSlicerLib, a package of its own: neither needs the other"
+    for line in Path(module.path).read_text().splitlines():  # and neither imports the other
+        assert not line.lstrip().startswith(("import CT2MRISynthesis", "from CT2MRISynthesis", "import LiverSeg",
+                                             "from LiverSeg")), line
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -277,6 +279,7 @@ def test_sample_data_offers_the_bundled_example_ct_and_mr(slicer, modules, repo_
     monkeypatch.setattr(slicer.app, "connect", lambda signal, slot: connected.append((signal, slot)))
     slicer_standins.load_module(repo_root / "CT2MRISynthesis" / "CT2MRISynthesis.py")
     assert [signal for signal, _ in connected] == ["startupCompleted()"]
+    icons = repo_root / "CT2MRISynthesis" / "Resources" / "Icons"
     registered = []
     fake = types.SimpleNamespace(SampleDataLogic=types.SimpleNamespace(
         registerCustomSampleDataSource=lambda **options: registered.append(options)))
@@ -288,7 +291,8 @@ def test_sample_data_offers_the_bundled_example_ct_and_mr(slicer, modules, repo_
         assert path.is_file() and path.parent == repo_root / "SlicerEssNet" / "examples"
         assert entry["checksums"] == "SHA256:" + hashlib.sha256(path.read_bytes()).hexdigest()
         assert entry["fileNames"] == path.name and entry["category"] == "EssNet"
-        assert Path(entry["thumbnailFileName"]).is_file() and entry["loadFileType"] == "VolumeFile"
+        assert Path(entry["thumbnailFileName"]).parent == icons and Path(entry["thumbnailFileName"]).is_file()
+        assert entry["loadFileType"] == "VolumeFile"
     # and the volume loads as a node the modules take
     node, _ = node_from_nifti(slicer, repo_root / "SlicerEssNet" / "examples" / "example_ct_sm.nii.gz", "ExampleCT")
     assert slicer.util.arrayFromVolume(node).shape == (30, 101, 122)
@@ -651,7 +655,7 @@ def test_batch_script_ends_every_failure_with_one_line_and_an_exit_code(repo_roo
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "ct.nii.gz").write_bytes(b"x")
     (tmp_path / "a_file").write_text("not a folder")
-    script = repo_root / "CT2MRISynthesis" / "Scripts" / "EssNetBatch.py"
+    script = repo_root / "EssNetBatch" / "EssNetBatch.py"
     done = subprocess.run([sys.executable, str(script), "--input", str(tmp_path / "in"),
                            "--output", str(tmp_path / "a_file" / "out")], capture_output=True, text=True,
                           env=dict(os.environ, PYTHONPATH=str(repo_root)), timeout=120)

@@ -32,7 +32,7 @@ def widgets_in_xml(path: Path) -> dict:
 
 def names_used_by_code(repo_root: Path, module: str) -> set:
     """Widget names the code reaches through ``ui.<name>`` (the module's own file plus the shared library)."""
-    sources = [repo_root / module / f"{module}.py"] + sorted((repo_root / "CT2MRISynthesis" / "EssNetSlicerLib")
+    sources = [repo_root / module / f"{module}.py"] + sorted((repo_root / "EssNetSlicerLib")
                                                              .glob("*.py"))
     used = set()
     for source in sources:
