@@ -464,6 +464,18 @@ def test_synthesis_widget_runs_with_progress_and_shows_the_result(slicer, module
     assert ui.outputSelector.currentNode().GetID() == output.GetID()
 
 
+@pytest.mark.parametrize("name", MODULES)
+def test_the_panels_run_their_jobs_in_worker_processes_never_in_slicers_threads(slicer, modules, name):
+    """PythonQt keeps the GIL while Qt idles, so the GUI path must not rest on a Python thread: the panels' logic
+    starts worker processes (followed by poll() from the QTimer); the in-process runner is for console scripts."""
+    from EssNetSlicerLib.runs import defaultJobRunner
+    from SlicerEssNet.jobs import SubprocessJobRunner
+
+    widget = new_widget(modules, name)
+    assert widget.logic.jobRunner is None, "None: each job in a worker process"
+    assert isinstance(defaultJobRunner(), SubprocessJobRunner)
+
+
 def test_cancel_button_stops_the_worker_and_leaves_the_scene_unchanged(slicer, modules, tiny_models):
     widget = new_widget(modules, "LiverSegmentation")
     widget.modelsPanel.importModelFile(tiny_models["segmentation"])
