@@ -190,3 +190,38 @@ def test_progress_arrives_through_poll_alone_without_helper_threads(setup):
     assert threading.active_count() == before, "no reader thread"
     assert wait_for(job, lambda j: j.state == SUCCEEDED, timeout=180), job.error
     assert job.progress is not None and job.progress.done == job.progress.total == 40
+
+
+def test_workers_start_hidden_on_windows_and_in_their_own_group_elsewhere(tmp_path, monkeypatch):
+    """No console window per job on Windows (as slicer.util.launchConsoleProcess starts processes); on POSIX a
+    session of its own, so Cancel reaches the launcher's child. Checked on the options Popen receives."""
+    import subprocess
+    import types
+
+    from SlicerEssNet import jobs
+
+    started = []
+
+    def fake_popen(arguments, **options):
+        started.append(options)
+        return types.SimpleNamespace(pid=0, returncode=0, poll=lambda: 0)
+
+    monkeypatch.setattr(jobs.subprocess, "Popen", fake_popen)
+    job_request = JobRequest(task="segment", input_path=str(tmp_path / "in.nii.gz"),
+                             output_path=str(tmp_path / "out.nii.gz"))
+    SubprocessJobRunner().start(job_request)
+    assert started[-1]["start_new_session"] is True and started[-1]["stdin"] == subprocess.DEVNULL
+
+    class StartupInfo:
+        dwFlags, wShowWindow = 0, 1
+
+    monkeypatch.setattr(jobs, "os", types.SimpleNamespace(name="nt", environ=os.environ, pathsep=os.pathsep,
+                                                          fdopen=os.fdopen))
+    for name, value in (("STARTUPINFO", StartupInfo), ("STARTF_USESHOWWINDOW", 1),
+                        ("CREATE_NEW_PROCESS_GROUP", 0x200), ("CREATE_NO_WINDOW", 0x08000000)):
+        monkeypatch.setattr(subprocess, name, value, raising=False)
+    SubprocessJobRunner().start(job_request)
+    options = started[-1]
+    assert "start_new_session" not in options
+    assert options["startupinfo"].dwFlags & 1 and options["startupinfo"].wShowWindow == 0  # SW_HIDE
+    assert options["creationflags"] & 0x08000000 and options["creationflags"] & 0x200
