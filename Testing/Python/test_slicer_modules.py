@@ -130,6 +130,19 @@ def test_module_passes_slicers_generic_checks(slicer, modules, name):
 
 
 @pytest.mark.parametrize("name", MODULES)
+def test_contributors_and_the_pytorch_module_are_named_as_slicer_names_them(modules, name, repo_root):
+    """Contributors as "Name (Organization)" (Slicer's module template); the PyTorch extension's module by its title,
+    "PyTorch Utils", wherever a message or document sends users to it."""
+    import re
+
+    assert all(re.fullmatch(r"[^()]+ \([^()]+\)", person) for person in modules[name].contributors)
+    texts = [path.read_text() for path in (repo_root / "EssNetSlicerLib").glob("*.py")]
+    texts += [(repo_root / "docs" / doc).read_text() for doc in ("SLICER.md", "TROUBLESHOOTING.md")]
+    assert not [t for t in texts if re.search(r"PyTorch Util(?!s)", t)]
+    assert any("PyTorch Utils module" in t for t in texts)
+
+
+@pytest.mark.parametrize("name", MODULES)
 def test_module_self_test_passes_and_leaves_no_temporary_files(slicer, modules, name, tmp_path, monkeypatch):
     import tempfile
 
