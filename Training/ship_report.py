@@ -337,7 +337,11 @@ def write_ship_report(run_dir, out=None, log=print, two_sample_iterations: int =
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        for name in figures + ["REPORT.md", "quality.json"]:
+        from .report import _small_png
+
+        for name in figures:  # palette PNGs: a committed report stays small
+            _small_png(run_dir / name, out / name)
+        for name in ("REPORT.md", "quality.json"):
             shutil.copyfile(run_dir / name, out / name)
         (out / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "preset_object"},
                                                     indent=2) + "\n")
