@@ -84,8 +84,8 @@ def measure(run_dir, config: dict, log=print, two_sample_iterations: int = 600, 
     from SlicerEssNet.weights import load_model
 
     from .evaluate import as_loaded_model
-    from .cards import synthesis_card
-    from .judge import load_judge, shape_consistency
+    from .cards import model_grid, synthesis_card
+    from .judge import load_judge, shape_consistency, synthetic_mr
     from .slices import build_slice_set, intensity_spec, to_model_grid
     from .synthesis_quality import liver_slices, nyquist_ratio, two_sample_test
 
@@ -96,8 +96,7 @@ def measure(run_dir, config: dict, log=print, two_sample_iterations: int = 600, 
     judge = load_judge()
     report_cases = run_cases(config, "CT", "val")
     report_volumes = {case.patient: load_case(case) for case in report_cases}
-    grid = {"mode": "spacing", "spacing_mm": preset.data.spacing_mm, "size": preset.data.crop,
-            "multiple_of": preset.data.multiple_of}
+    grid = model_grid(preset)
     real_val = build_slice_set(run_cases(config, "MR", "val"), grid)
     real_train = build_slice_set(run_cases(config, "MR", "train"), grid)
 
@@ -125,30 +124,28 @@ def measure(run_dir, config: dict, log=print, two_sample_iterations: int = 600, 
             out += list(y.numpy())
         return out
 
-    candidates = {}
+    candidates = []  # (tag, loaded CT -> MR model, what the run chose, or None for a model shipped as it was)
     for tag in trained_tags(run_dir):
         variant, chosen, ct_to_mr, mr_to_ct = best_generators(run_dir / tag, preset, tag)
         ct_to_mr = ct_to_mr.half().float()  # what the fp16 file gives users: the figures are the shipped model's
-        candidates[tag] = as_loaded_model(ct_to_mr, synthesis_card(preset, f"{tag}-ct2mr", "CT->MR", {}))
-        candidates[tag + ":chosen"] = {"variant": variant, "iteration": chosen["iteration"], "selection": chosen}
+        candidates.append((tag, as_loaded_model(ct_to_mr, synthesis_card(preset, f"{tag}-ct2mr", "CT->MR", {})),
+                           {"variant": variant, "iteration": chosen["iteration"], "selection": chosen}))
     before_card = read_json(SHIPPED / "essnet-ct2mr.json")
     if shipped_before and before_card and before_card.get("training", {}).get("preset") != "ship":
-        candidates["before"] = load_model(SHIPPED / "essnet-ct2mr.safetensors")
+        candidates.append(("before", load_model(SHIPPED / "essnet-ct2mr.safetensors"), None))
 
     train_ct = {c.patient: load_case(c) for c in run_cases(config, "CT", "train")[::3]}
     real_train_slices, real_val_slices = mr_slices(real_train), mr_slices(real_val)
-    for tag, loaded in candidates.items():
-        if tag.endswith(":chosen") or tag in quality["models"]:
+    for tag, loaded, chosen in candidates:
+        if tag in quality["models"]:
             continue
         started = time.perf_counter()
         log(f"[ship-report] {tag}: shape consistency on {len(report_volumes)} held-out CT patients")
         kept = {}
         entry = {"shape_consistency": shape_consistency(loaded, judge, report_volumes, keep=kept)}
-        if tag in candidates and tag + ":chosen" in candidates:
-            entry.update(candidates[tag + ":chosen"])
+        entry.update(chosen or {})
         log(f"[ship-report] {tag}: two-sample test and spectrum")
-        kept_train = {}
-        shape_consistency(loaded, judge, {p: v for p, v in train_ct.items()}, keep=kept_train)
+        kept_train = {patient: synthetic_mr(loaded, ct) for patient, (ct, _) in train_ct.items()}
         livers_val = {p: liver for p, (_, liver) in report_volumes.items()}
         livers_train = {p: liver for p, (_, liver) in train_ct.items()}
         entry["two_sample"] = two_sample_test(real_train_slices, synthetic_slices(kept_train, livers_train),

@@ -108,15 +108,14 @@ def train_selected(job_dir, config: dict, tag: str, device: str = "cpu", stream=
 
     from SlicerEssNet.geometry import GridSpec  # noqa: F401  (imported before the loop: no lazy import mid-run)
 
-    from .cards import synthesis_card
+    from .cards import model_grid, synthesis_card
     from .distributed import DistributedContext, unwrap
     from .essnet import EssNetModel
     from .evaluate import as_loaded_model
     from .judge import load_judge
     from .loop import job_done, mark_done, run_loop
-    from .sampling import batch_indices, iteration_generator
     from .slices import build_slice_set
-    from .train_synthesis import synthesis_options
+    from .train_synthesis import synthesis_options, unpaired_step
     from .weight_average import WeightAverage
 
     preset = config["preset_object"]
@@ -127,8 +126,7 @@ def train_selected(job_dir, config: dict, tag: str, device: str = "cpu", stream=
     if job_done(job_dir) is not None:
         return
     context = DistributedContext()
-    grid = {"mode": "spacing", "spacing_mm": preset.data.spacing_mm, "size": preset.data.crop,
-            "multiple_of": preset.data.multiple_of}
+    grid = model_grid(preset)
     ct_set = build_slice_set(run_cases(config, "CT", "train"), grid)
     mr_set = build_slice_set(run_cases(config, "MR", "train"), grid)
     model = EssNetModel(options, context, device=device, seed=seed)
@@ -142,12 +140,7 @@ def train_selected(job_dir, config: dict, tag: str, device: str = "cpu", stream=
     total = options.iterations
 
     def step(iteration: int) -> dict:
-        indices = batch_indices(len(ct_set), options.batch_size, iteration, seed, 0, 1)
-        generator = iteration_generator(seed, iteration, 0)
-        real_ct, ct_liver = ct_set.batch(indices, options.crop, generator, preset.data)
-        partners = batch_indices(len(mr_set), options.batch_size, iteration, seed + 7, 0, 1)
-        real_mr, _ = mr_set.batch(partners, options.crop, generator, preset.data)
-        record = model.step(real_ct, ct_liver, real_mr, iteration, total)
+        record = unpaired_step(model, ct_set, mr_set, options, preset.data, seed, iteration, total, context)
         for name, average in averages.items():
             average.update(getattr(sides, name))
         return record

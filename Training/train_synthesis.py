@@ -13,6 +13,17 @@ def synthesis_options(preset, essnet: bool):
     return dataclasses.replace(preset.synthesis, seg_weight=preset.synthesis.seg_weight if essnet else 0.0)
 
 
+def unpaired_step(model, ct_set, mr_set, options, augment, seed: int, iteration: int, total: int, context) -> dict:
+    """One stage-1 step: a CT batch and an independent MR batch, both pure functions of (seed, iteration, rank)."""
+    indices = batch_indices(len(ct_set), options.batch_size, iteration, seed, context.rank, context.world_size)
+    generator = iteration_generator(seed, iteration, context.rank)
+    real_ct, ct_liver = ct_set.batch(indices, options.crop, generator, augment)
+    # Unpaired: the MR partners are an independent draw.
+    partners = batch_indices(len(mr_set), options.batch_size, iteration, seed + 7, context.rank, context.world_size)
+    real_mr, _ = mr_set.batch(partners, options.crop, generator, augment)
+    return model.step(real_ct, ct_liver, real_mr, iteration, total)
+
+
 def train_synthesis(job_dir, ct_set, mr_set, preset, seed: int, context, essnet: bool = True, device="cpu",
                     total=None):
     """Train (or resume, or just reload when finished) one synthesis model; returns the ``EssNetModel``."""
@@ -20,17 +31,9 @@ def train_synthesis(job_dir, ct_set, mr_set, preset, seed: int, context, essnet:
     total = int(total if total is not None else options.iterations)
     model = EssNetModel(options, context, device=device, seed=seed)
     augment = preset.data
-    crop = options.crop
 
     def step(iteration: int) -> dict:
-        indices = batch_indices(len(ct_set), options.batch_size, iteration, seed, context.rank, context.world_size)
-        generator = iteration_generator(seed, iteration, context.rank)
-        real_ct, ct_liver = ct_set.batch(indices, crop, generator, augment)
-        # Unpaired: the MR partners are an independent draw.
-        partners = batch_indices(len(mr_set), options.batch_size, iteration, seed + 7, context.rank,
-                                 context.world_size)
-        real_mr, _ = mr_set.batch(partners, crop, generator, augment)
-        return model.step(real_ct, ct_liver, real_mr, iteration, total)
+        return unpaired_step(model, ct_set, mr_set, options, augment, seed, iteration, total, context)
 
     label = "essnet" if essnet else "cyclegan"
     finished = job_done(job_dir)
