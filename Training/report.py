@@ -215,7 +215,7 @@ def markdown(results: dict, config: dict, figures: list) -> str:
                  if preset["data"].get("organ_contrast") else "")
               + (f", liver-only power exp(±{preset['data']['organ_gamma']:g})" if preset["data"].get("organ_gamma")
                  else "") + ", no flips.",
-              f"- Stage 1: ResNet generators ngf {preset['synthesis']['ngf']} ({preset['synthesis']['n_blocks']} "
+              _ship_stage1(results) or f"- Stage 1: ResNet generators ngf {preset['synthesis']['ngf']} ({preset['synthesis']['n_blocks']} "
               f"blocks), PatchGAN ndf {preset['synthesis']['ndf']}, LSGAN, cycle λ {preset['synthesis']['lambda_cycle']}, "
               f"identity {preset['synthesis']['lambda_identity']}, segmenter ngf {preset['synthesis']['seg_ngf']} "
               f"({preset['synthesis']['seg_n_blocks']} blocks, CE + Dice, weight {preset['synthesis']['seg_weight']}), "
@@ -228,6 +228,19 @@ def markdown(results: dict, config: dict, figures: list) -> str:
         lines += [f"![{name}]({name})" for name in figures]
         lines.append("")
     return "\n".join(lines)
+
+
+def _ship_stage1(results: dict) -> str:
+    """The set-up line of a run whose stage 1 came from a ship-synthesis run (``--synthesis-from``)."""
+    source = results.get("synthesis_from")
+    if not source:
+        return ""
+    chosen = {tag: stage for run in results["per_seed"].values() for tag, stage in run["stage1"].items()}
+    models = "; ".join(f"{tag}: {stage['variant']} weights of iteration {stage['iteration']}"
+                       for tag, stage in sorted(chosen.items()))
+    return (f"- Stage 1: not trained here; the selected models of the ship run `{source}` ({models}; its recipe "
+            f"in that run's `REPORT.md`), each translating every CT patient once on its own grid, the synthetic "
+            f"MR resampled onto this run's grid; the same models serve every seed.")
 
 
 def _stage2_recipe(preset: dict) -> str:
@@ -495,7 +508,8 @@ def write_report(run_dir, out=None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     figures = []
     plots = [("stage2_curves.png", plot_stage2), ("per_patient_dice.png", plot_per_patient)]
-    if any(run["stage1"] for run in results["per_seed"].values()):  # none with --arms real monai
+    # none with --arms real monai, nor when stage 1 came from a ship run (--synthesis-from)
+    if any(stage["history"] for run in results["per_seed"].values() for stage in run["stage1"].values()):
         plots.insert(0, ("stage1_curves.png", plot_stage1))
     for name, plot in plots:
         plot(results, out / name)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import platform
 import sys
 import time
+import types
 from functools import cached_property
 from pathlib import Path
 
@@ -46,9 +47,12 @@ IN_MEMORY = ("networks", "generators", "synthetic_val")  # a seed's results kept
 
 class Study:
     def __init__(self, run_dir, preset, context: DistributedContext = None, stream=None, device="cpu",
-                 seeds=None, workers: int = 1, worker: bool = False):
+                 seeds=None, workers: int = 1, worker: bool = False, arms=None, synthesis_from=None):
         """``workers`` > 1: the training jobs of each seed run side by side in that many processes
-        (``job_pool.py``); ``worker``: this process is one of them and only trains the jobs it is given."""
+        (``job_pool.py``); ``worker``: this process is one of them and only trains the jobs it is given.
+        ``arms``: on an existing run folder, the arms it runs from now on (finished arms reload).
+        ``synthesis_from``: a ship-synthesis run folder whose selected generators replace stage 1, so the
+        stage-2 arms learn from the long-trained models (recorded: a resumed run keeps it)."""
         self.run_dir = Path(run_dir)
         self.context = context or DistributedContext()
         self.stream = stream or sys.stderr
@@ -72,8 +76,25 @@ class Study:
                 if self.context.is_main:
                     write_json(config, self.run_dir / "config.json")
                 self.log(f"seeds are now {list(seeds)}")
+            if arms and tuple(arms) != self.preset.arms:
+                self.preset.arms = tuple(arms)
+                config["preset"]["arms"] = list(arms)
+                if self.context.is_main:
+                    write_json(config, self.run_dir / "config.json")
+                self.log(f"arms are now {list(arms)}")
+            self.synthesis_from = config.get("synthesis_from")
+            if synthesis_from and str(Path(synthesis_from).resolve()) != self.synthesis_from:
+                if self.synthesis_from:
+                    raise ValueError(f"{self.run_dir} takes its synthesis models from {self.synthesis_from}: use "
+                                     f"another --run-dir for {synthesis_from}")
+                # A run of real-only arms so far: the arms that learn from synthetic MR take these models.
+                self.synthesis_from = config["synthesis_from"] = str(Path(synthesis_from).resolve())
+                if self.context.is_main:
+                    write_json(config, self.run_dir / "config.json")
+                self.log(f"stage 1 from now on: the selected models of {self.synthesis_from}")
         else:
             self.preset = preset
+            self.synthesis_from = str(Path(synthesis_from).resolve()) if synthesis_from else None
             self.cases = self._find_cases()
             data = preset.data
             self.split = make_split(self.cases, data.ct_val_patients, data.mr_val_patients, data.low_data_patients,
@@ -82,7 +103,8 @@ class Study:
                 write_json({"preset": preset.to_dict(), "split": self.split,
                             "cases": {m: [c.to_dict() for c in cs] for m, cs in self.cases.items()},
                             "command": sys.argv, "python": platform.python_version(), "torch": _torch_version(),
-                            "world_size": self.context.world_size, "started": time.strftime("%Y-%m-%dT%H:%M:%S")},
+                            "world_size": self.context.world_size, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                            "synthesis_from": self.synthesis_from},
                            self.run_dir / "config.json")
             self.context.barrier()
         self.timings = read_json(self.run_dir / "timings.json") or {}
@@ -259,6 +281,8 @@ class Study:
         ``min_shape_consistency`` lost the anatomy and is trained again from seed ``seed + 1000 * attempt`` (in
         its own folders, so every attempt resumes), up to ``max_attempts``. The best attempt is kept; every
         attempt is recorded."""
+        if self.synthesis_from:
+            return self.stage1_from_ship_run(seed_dir, seed, tag, judge)
         options = self.preset.synthesis
         attempts, best, best_score = [], None, -1.0
         for attempt in range(max(1, options.max_attempts)):
@@ -314,6 +338,35 @@ class Study:
                            "shape_consistency_3d_dice": consistency["mean_dice"] if consistency else None,
                            "segmenter_parameters": _count(sides.segmenter) if sides.segmenter else 0,
                            "generator_parameters": _count(sides.ct_to_mr)}}
+
+    def stage1_from_ship_run(self, seed_dir, seed: int, tag: str, judge) -> dict:
+        """Stage 1 taken from a ship-synthesis run: its selected generator pair of ``tag``, on its own grid,
+        translates every CT patient (in memory, the same for every seed); the judge reads the held-out ones."""
+        from .ship_synthesis import best_generators
+
+        source = Path(self.synthesis_from)
+        ship_preset = preset_from_dict(read_json(source / "config.json")["preset"])
+        variant, chosen, ct_to_mr, mr_to_ct = best_generators(source / tag, ship_preset, tag)
+        loaded = as_loaded_model(ct_to_mr, synthesis_card(ship_preset, f"{tag}-ct2mr", "CT->MR", {}))
+        folder = self.run_dir / "synthetic" / tag  # one translation serves every seed
+        synthetic_train = synthetic_val = consistency = None
+        if self.context.is_main:
+            self.log(f"seed {seed}: stage 1 from {source}: {tag}, {variant} weights of iteration "
+                     f"{chosen['iteration']}; translating every CT patient")
+            synthetic_train = translate_cases(loaded, self.cases_of("CT", "train"), folder, tag)
+            synthetic_val = translate_cases(loaded, self.ct_val_cases, folder, tag)
+            if judge is not None:
+                consistency = score_segmentation(judge, synthetic_val, allow_modality_mismatch=True)
+                self.log(f"seed {seed}: shape consistency {tag}: 3D Dice {consistency['mean_dice']:.4f}")
+        consistency = self.context.broadcast_object(consistency)
+        sides = types.SimpleNamespace(ct_to_mr=ct_to_mr, mr_to_ct=mr_to_ct, segmenter=None)
+        return {"sides": sides, "suffix": "", "shape_consistency": consistency,
+                "synthetic_train": self.context.broadcast_object(synthetic_train),
+                "synthetic_val": self.context.broadcast_object(synthetic_val),
+                "record": {"history": [], "attempt": 0, "seed": ship_preset.seeds[0], "source": str(source),
+                           "variant": variant, "iteration": chosen["iteration"], "passed_gate": True,
+                           "attempts": [], "shape_consistency_3d_dice": consistency["mean_dice"] if consistency
+                           else None, "segmenter_parameters": 0, "generator_parameters": _count(ct_to_mr)}}
 
     def train_stage1(self, job: Job):
         """Train (or reload) one synthesis model: here, or in a worker process (``train_job``)."""
@@ -377,7 +430,8 @@ class Study:
         U-Net, the synthesis models)."""
         independent = [arm for arm in self.arms() if ARM_RECIPES[arm][1] in (None, RESTYLED_CT)]
         return ([self.arm_job(seed, arm) for arm in independent if arm == "real"]
-                + [self.stage1_job(seed, tag, essnet, 0) for tag, essnet in self.synthesis_models()]
+                + [self.stage1_job(seed, tag, essnet, 0) for tag, essnet in self.synthesis_models()
+                   if not self.synthesis_from]
                 + [self.arm_job(seed, arm) for arm in independent if arm != "real"])
 
     def stage1_job(self, seed: int, tag: str, essnet: bool, attempt: int) -> Job:
@@ -414,7 +468,8 @@ class Study:
 
     def planned_jobs(self) -> list:
         """The training jobs of one seed (a synthesis model that fails the gate adds its retries)."""
-        return [f"arm_{arm}" for arm in self.arms()] + [f"stage1_{tag}" for tag, _ in self.synthesis_models()]
+        return [f"arm_{arm}" for arm in self.arms()] + [f"stage1_{tag}" for tag, _ in self.synthesis_models()
+                                                        if not self.synthesis_from]
 
     def scoring_card(self, seed: int, modality: str = "MR"):
         """The card a stage-2 network is scored under (grid, preprocessing): the shipped U-Net's, as users run it;
@@ -451,6 +506,7 @@ class Study:
                 "label_quality": label_survey(self.cases["MR"], self.cases["CT"]),
                 "summary": summary, "shipped_arm": self.shipped_arm(summary), "shape_consistency": shape,
                 "per_seed": clean, "timings": self.timings, "wall_clock": self.wall_clock,
+                "synthesis_from": self.synthesis_from,
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
     def shipped_arm(self, summary: dict):
@@ -504,7 +560,7 @@ class Study:
         folder.mkdir(exist_ok=True)
         training = self.training_record(self.preset.seeds[0])
         prefix = "" if self.preset.name == "cpu" else f"{self.preset.name}-"
-        if self.synthesis_models():
+        if self.synthesis_models() and not self.synthesis_from:  # a ship run's generators are exported by it
             self.export_generators(first, folder, prefix, training)
         self.export_segmenter(results, first, folder, prefix, training)
         self.log(f"models written to {folder}")

@@ -107,3 +107,43 @@ def test_report_exports_cards_with_recipe_and_quality(ship_run):
     assert card.metrics["shape_consistency_3d_dice"] == quality["shape_consistency"]["mean"]
     assert 0.0 <= quality["two_sample"]["accuracy"] <= 1.0
     assert (ship_run / "contact_sheet.png").stat().st_size > 1000
+
+
+def test_a_study_takes_stage_1_from_the_ship_run(ship_run, tmp_path):
+    """``run --synthesis-from``: a run of the real arm alone grows the mixed arm with the ship run's selected
+    EssNet; no synthesis model is trained, every CT patient is translated once, the real arm is not retrained."""
+    from pathlib import Path
+
+    from Training.report import write_report
+    from Training.study import Study
+
+    config = read_json(ship_run / "config.json")
+    root = Path(config["cases"]["CT"][0]["image"]).parent.parent
+    preset = get_preset("demo")
+    preset.data = dataclasses.replace(preset.data, source="real", data_root=str(root), ct_val_patients=5,
+                                      mr_val_patients=2, low_data_patients=1, spacing_mm=8.0, crop=48)
+    preset.segmentation = dataclasses.replace(preset.segmentation, base=4, crop=48, iterations=4, decay_from=2,
+                                              eval_every=2, checkpoint_every=2)
+    preset.arms = ("real",)
+    run_dir = tmp_path / "paper"
+    Study(run_dir, preset, stream=io.StringIO()).run()
+    real_done = (run_dir / "seed0" / "arms" / "real" / "done.json").stat().st_mtime_ns
+
+    log = io.StringIO()
+    study = Study(run_dir, preset, stream=log, arms=("real", "real+essnet"), synthesis_from=ship_run)
+    assert study.synthesis_models() == (("essnet", True),) and "stage1_essnet" not in study.planned_jobs()
+    results = study.run()
+    assert not list(run_dir.glob("seed0/stage1_*"))
+    assert (run_dir / "seed0" / "arms" / "real" / "done.json").stat().st_mtime_ns == real_done
+    chosen = read_json(ship_run / "essnet" / "selection.json")["best"]
+    variant = max(chosen, key=lambda v: chosen[v]["mean"])
+    record = results["per_seed"]["0"]["stage1"]["essnet"]
+    assert (record["variant"], record["iteration"]) == (variant, chosen[variant]["iteration"])
+    translated = sorted(p.name.split("_essnet")[0] for p in (run_dir / "synthetic" / "essnet").glob("*_mr.nii.gz"))
+    assert translated == sorted(config["split"]["CT"]["train"] + config["split"]["CT"]["select"]
+                                + config["split"]["CT"]["val"])
+    assert set(results["summary"]) == {"real", "real+essnet"} and "essnet" in results["shape_consistency"]
+    assert not (run_dir / "models" / "demo-essnet-ct2mr.safetensors").exists()  # the ship run exports those
+    assert f"the selected models of the ship run `{ship_run.resolve()}`" in write_report(run_dir).read_text()
+    with pytest.raises(ValueError, match="another --run-dir"):
+        Study(run_dir, preset, synthesis_from=tmp_path / "elsewhere")
