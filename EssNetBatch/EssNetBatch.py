@@ -103,7 +103,7 @@ def runCase(path: Path, args, logic, outputFolder: Path) -> dict:
     import slicer
     from EssNetSlicerLib.nodes import SceneChanges, volumeFromNode
     from EssNetSlicerLib.segmentation import liverSegmentId
-    from SlicerEssNet.volume_io import read_volume, write_volume
+    from SlicerEssNet.io.volume_files import read_volume, write_volume
 
     name = caseName(path)
     row = {"case": name, "input": str(path), "task": args.task, "status": "failed", "output": "",
@@ -231,7 +231,7 @@ def selfTest() -> int:
     import numpy as np
 
     from SlicerEssNet.volume import Volume
-    from SlicerEssNet.volume_io import read_volume, write_volume
+    from SlicerEssNet.io.volume_files import read_volume, write_volume
     from SlicerEssNet.weights import create_untrained_model
 
     folder = Path(tempfile.mkdtemp(prefix="EssNetBatch-selftest-"))

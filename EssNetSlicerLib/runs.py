@@ -76,7 +76,7 @@ class PipelineRun:
         self._job = None
         self._folder = Path(tempfile.mkdtemp(prefix="SlicerEssNet-run-"))
         try:
-            from SlicerEssNet.volume_io import write_volume
+            from SlicerEssNet.io.volume_files import write_volume
 
             self._input = self._folder / f"input{INTERMEDIATE_SUFFIX}"
             write_volume(inputVolume, self._input)
@@ -131,7 +131,7 @@ class PipelineRun:
             self.reports.append(job.report)
 
     def _readOutputs(self) -> None:
-        from SlicerEssNet.volume_io import read_volume
+        from SlicerEssNet.io.volume_files import read_volume
 
         try:
             for index, step in enumerate(self.steps):

@@ -168,7 +168,7 @@ def _run_task(args) -> int:
     from .anatomy import AnatomyCheck
     from .pipeline import process_file, resolve_model
     from .progress import TextProgressBar
-    from .volume_io import check_writable
+    from .io.volume_files import check_writable
     from .runtime import import_torch
 
     import_torch(args.threads)

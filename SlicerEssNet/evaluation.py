@@ -57,7 +57,7 @@ def read_label_volume(path, geometry=None, png_labels="auto", notes: Optional[Li
         raise InputImageError(f"{path} does not exist: give a label volume file or a folder of PNG masks")
     if path.is_dir() and _png_files(path):
         return read_png_labels(path, geometry=geometry, png_labels=png_labels, notes=notes)
-    from .volume_io import read_volume
+    from .io.volume_files import read_volume
 
     return read_volume(path)
 
@@ -89,10 +89,10 @@ def _geometry_volume(source) -> Volume:
         return source
     source = Path(source)
     if source.is_dir():
-        from .chaos import read_chaos_image
+        from .io.chaos import read_chaos_image
 
         return read_chaos_image(source)  # file-name order, the order the PNG masks follow
-    from .volume_io import read_volume
+    from .io.volume_files import read_volume
 
     return read_volume(source)
 
@@ -100,7 +100,7 @@ def _geometry_volume(source) -> Volume:
 def _dicom_beside(folder: Path) -> Optional[Path]:
     """The CHAOS slice folder beside a mask folder: ``DICOM_anon``, or for T1-DUAL its ``InPhase`` series (in-
     and opposed-phase share one grid and one ``Ground``)."""
-    from .chaos import DICOM_FOLDER, dicom_files
+    from .io.chaos import DICOM_FOLDER, dicom_files
 
     for candidate in (folder.parent / DICOM_FOLDER, folder.parent / DICOM_FOLDER / "InPhase"):
         if candidate.is_dir() and dicom_files(candidate):
@@ -109,7 +109,7 @@ def _dicom_beside(folder: Path) -> Optional[Path]:
 
 
 def _png_files(folder: Path) -> List[Path]:
-    from .chaos import natural_key
+    from .io.chaos import natural_key
 
     return sorted((f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in PNG_SUFFIXES), key=natural_key)
 
@@ -144,7 +144,7 @@ def _png_values_to_labels(raw: np.ndarray, png_labels, folder: Path) -> np.ndarr
     if png_labels == "binary":
         return (raw > 0).astype(np.uint8)
     if png_labels == "chaos_mr":
-        from .chaos import MR_LABEL_RANGES
+        from .io.chaos import MR_LABEL_RANGES
 
         png_labels = {label: (low, high) for low, high, label in MR_LABEL_RANGES}
     ranges = png_labels

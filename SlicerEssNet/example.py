@@ -20,7 +20,7 @@ def run_example(out_dir, device: str = "auto") -> list:
     """Run every step, write ``OUT/*.nii.gz`` and ``OUT/example.png``; return the lines to print."""
     from .anatomy import CT_LIVER_MODEL, MR_LIVER_MODEL, liver_ml
     from .pipeline import check_anatomy, segment, synthesize
-    from .volume_io import check_writable, read_volume, write_volume
+    from .io.volume_files import check_writable, read_volume, write_volume
 
     from .errors import OutputPathError
 

@@ -177,6 +177,10 @@ class ModelStore:
         raise ModelNotFoundError(f"no model named {text!r} in the registry or the cache{self._suggest(text)}: "
                                  f"see python -m SlicerEssNet models list, or give a path to a .safetensors file")
 
+    def load(self, name_or_path, progress: Optional[ProgressCallback] = None, device="cpu"):
+        """The checked, ready-to-run ``LoadedModel`` of a model name or a path (``resolve``, then ``load_model``)."""
+        return load_model(self.resolve(name_or_path, progress=progress), device=device)
+
     def download(self, name: str, progress: Optional[ProgressCallback] = None, timeout: float = 60.0) -> Path:
         """Fetch a registry model into the cache: streamed, SHA256-checked, renamed into place only when complete."""
         entry = self.entry(name)

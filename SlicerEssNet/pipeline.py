@@ -226,7 +226,7 @@ def process_file(task: str, input_path, output_path, model=None, *, preview_path
     ``anatomy_check`` (a CT -> MR model, alone or before segment): also segment the liver on the CT and on the
     synthetic MR and put their Dice in ``report.anatomy`` (``check_anatomy``).
     """
-    from .volume_io import check_writable, read_volume, write_volume
+    from .io.volume_files import check_writable, read_volume, write_volume
 
     if task not in TASKS:
         raise ValueError(f"unknown task '{task}': use one of {', '.join(TASKS)}")

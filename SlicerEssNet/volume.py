@@ -98,3 +98,16 @@ class Volume:
         image.SetOrigin(self.origin)
         image.SetDirection(tuple(self.direction.ravel()))
         return image
+
+
+def volume_from_image(image) -> Volume:
+    """A ``Volume`` with exactly the image's geometry; a 2D image becomes one slice of 1 mm."""
+    import SimpleITK as sitk
+
+    if image.GetDimension() == 3:
+        return Volume.from_sitk(image)
+    spacing = tuple(image.GetSpacing()) + (1.0,)
+    origin = tuple(image.GetOrigin()) + (0.0,)
+    direction = np.eye(3)
+    direction[:2, :2] = np.asarray(image.GetDirection()).reshape(2, 2)
+    return Volume(sitk.GetArrayFromImage(image)[np.newaxis], spacing, origin, direction)

@@ -216,7 +216,14 @@ def check_checksum(weights: Path, card: ModelCard, card_path=None) -> str:
 
 def check_model(path_or_card_path) -> Tuple[Path, ModelCard]:
     """``(weights, card)`` after checking the card, the checksum and every tensor's name and shape (data unread)."""
-    weights, card_path = locate_model(path_or_card_path)
+    try:
+        weights, card_path = locate_model(path_or_card_path)
+    except ModelNotFoundError:
+        name = str(path_or_card_path)
+        if Path(name).suffix or "/" in name or "\\" in name:
+            raise
+        raise ModelNotFoundError(f"{name!r} is not a file here; a model name is loaded with "
+                                 f"SlicerEssNet.model_store.ModelStore().load({name!r})") from None
     card = ModelCard.load(card_path)
     card.check_grid_fits_network()
     check_checksum(weights, card, card_path)
@@ -271,7 +278,8 @@ def save_model(network, card: ModelCard, path, dtype=None) -> Path:
 
 
 def load_model(path_or_card_path, device="cpu") -> LoadedModel:
-    """A checked, ready-to-run model from a weights file, its card, their shared stem, or a registry name.
+    """A checked, ready-to-run model from a weights file, its card or their shared stem (a model name goes
+    through ``ModelStore.load``, which finds or downloads the file first).
 
     The SHA256 must match the card (``ChecksumMismatchError``), the tensors must fit the card's architecture
     exactly (``ArchitectureMismatchError`` naming the first bad key), and the file is never unpickled unsafely.
@@ -284,11 +292,10 @@ def load_model(path_or_card_path, device="cpu") -> LoadedModel:
         weights, card_path = locate_model(path_or_card_path)
     except ModelNotFoundError:
         name = str(path_or_card_path)
-        if Path(name).suffix.lower() in WEIGHT_SUFFIXES + (CARD,) or "/" in name or "\\" in name:
+        if Path(name).suffix or "/" in name or "\\" in name:
             raise
-        from .model_store import ModelStore  # a bare name: the registry or the user cache
-
-        weights, card_path = locate_model(ModelStore().resolve(name))
+        raise ModelNotFoundError(f"{name!r} is not a file here; a model name is loaded with "
+                                 f"SlicerEssNet.model_store.ModelStore().load({name!r})") from None
     card = ModelCard.load(card_path)
     card.check_grid_fits_network()
     check_checksum(weights, card, card_path)

@@ -42,11 +42,11 @@ def load_case(case: Case, other_organs: bool = False):
     import numpy as np
 
     if case.reader == "chaos_ct":
-        from SlicerEssNet.chaos import read_chaos_ct
+        from SlicerEssNet.io.chaos import read_chaos_ct
 
         image, label = read_chaos_ct(case.image)
     else:
-        from SlicerEssNet.volume_io import read_volume
+        from SlicerEssNet.io.volume_files import read_volume
 
         image = read_volume(case.image)
         label = read_volume(case.label)

@@ -12,7 +12,7 @@ def apply_models_with_cli(study, stream=None) -> dict:
     """``python -m SlicerEssNet synthesize`` on a held-out CT phantom and ``segment`` on a held-out MR phantom
     with the run's models; the segmentation is then scored against the phantom's label."""
     from SlicerEssNet.metrics import evaluate
-    from SlicerEssNet.volume_io import read_volume
+    from SlicerEssNet.io.volume_files import read_volume
 
     stream = stream or sys.stderr
     models = study.run_dir / "models"

@@ -64,7 +64,9 @@ class JobPool:
     """Queue jobs (``submit``), wait for one (``wait``, ``run``); a context manager that stops its workers on
     the way out. With ``workers`` <= 1 it is never used (the study trains in its own process)."""
 
-    def __init__(self, run_dir, workers: int, device: str, log, on_finished=None, threads: int = 0):
+    def __init__(self, run_dir, workers: int, device: str, log, on_finished=None, threads: int = 0, target=None):
+        """``target(run_dir, job, threads, device, study_pid)``: what a worker process runs (a module-level
+        function, found by name in the fresh interpreter; it calls ``start_worker`` first)."""
         from SlicerEssNet.runtime import thread_budget
 
         self.run_dir = Path(run_dir)
@@ -73,6 +75,7 @@ class JobPool:
         self.device = str(device)
         self.log = log
         self.on_finished = on_finished  # (job, seconds of its own clock)
+        self.target = target
         self.queue, self.running, self.ended, self.failed = [], {}, set(), {}
         self.known = set()
         self.condition = threading.Condition()
@@ -134,7 +137,7 @@ class JobPool:
                     return
                 while self.queue and len(self.running) < self.workers and not self.failed:
                     job = self.queue.pop(0)
-                    process = context.Process(target=train_in_worker, name=f"worker {job.key}", daemon=True,
+                    process = context.Process(target=self.target, name=f"worker {job.key}", daemon=True,
                                               args=(str(self.run_dir), job, self.threads, self.device, os.getpid()))
                     process.start()
                     self.running[job.key] = (job, process, time.time())
@@ -170,16 +173,13 @@ class JobPool:
                 self.on_finished(job.progress_key, seconds)
 
 
-def train_in_worker(run_dir: str, job: Job, threads: int, device: str, study_pid: int) -> None:
-    """A worker process: train one job into its folder at ``threads`` threads, then exit."""
+def start_worker(threads: int, study_pid: int) -> None:
+    """The first thing a worker process does: take its thread count, and die with the study process."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
     _stop_with(study_pid)
     from SlicerEssNet.runtime import import_torch
 
     import_torch(threads, wait="short_spin")
-    from .study import Study
-
-    Study(run_dir, None, device=device, worker=True).train_job(job)
 
 
 def _stop_with(study_pid: int) -> None:

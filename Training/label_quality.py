@@ -63,7 +63,7 @@ def slice_axis(volume) -> int:
 def label_survey(mr_cases: list, ct_cases: list) -> dict:
     """The repeats in each MR label, the old spacing the commonest repeat period implies, and what nearest
     resampling from that spacing costs the (finely sliced) CT livers: recorded in a study's results."""
-    from SlicerEssNet.volume_io import read_volume
+    from SlicerEssNet.io.volume_files import read_volume
 
     repeats, periods, new_mm = {}, [], None
     for case in mr_cases:

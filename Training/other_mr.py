@@ -22,7 +22,7 @@ def other_mr_case(data_root=None):
     """``(image, liver)`` Volumes (liver 0/1), or None where the files are absent."""
     import numpy as np
 
-    from SlicerEssNet.volume_io import read_volume
+    from SlicerEssNet.io.volume_files import read_volume
 
     root = Path(data_root) if data_root else DEFAULT_DATA_ROOT
     if not (root / IMAGE).exists() or not (root / OUTLINE).exists():

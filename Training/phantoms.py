@@ -144,7 +144,7 @@ def write_phantom_set(folder, n_ct: int, n_mr: int, seed: int = 0) -> dict:
     Layout mirrors the real data: ``ct/ct_NN.nii.gz`` + ``ct/ct_NN_liver.nii.gz`` (0/1) and
     ``mr/mr_NN.nii.gz`` + ``mr/mr_NN_label.nii.gz`` (CHAOS label values).
     """
-    from SlicerEssNet.volume_io import write_volume
+    from SlicerEssNet.io.volume_files import write_volume
 
     folder = Path(folder)
     (folder / "ct").mkdir(parents=True, exist_ok=True)

@@ -172,7 +172,7 @@ def anatomy_kept(volumes: dict, synthetic: dict) -> dict:
 
 
 def write_volumes(folder: Path, volumes: dict) -> None:
-    from SlicerEssNet.volume_io import write_volume
+    from SlicerEssNet.io.volume_files import write_volume
 
     folder.mkdir(parents=True, exist_ok=True)
     for patient, mr in volumes.items():
@@ -183,7 +183,7 @@ def write_volumes(folder: Path, volumes: dict) -> None:
 def contact_sheet(run_dir, config: dict, quality: dict, path: Path, rows: int = 3) -> None:
     """CT / each model's synthetic MR at the CT's own resolution, and below each a 2.5x zoom on the liver."""
     from SlicerEssNet.geometry import CanonicalFrame
-    from SlicerEssNet.volume_io import read_volume
+    from SlicerEssNet.io.volume_files import read_volume
 
     from .figures import pyplot, save_figure
     from .translate import mid_liver_slice

@@ -28,7 +28,7 @@ from .checkpoint import read_json, write_json
 from .cohorts import load_case, make_split, phantom_cases, real_cases, select
 from .distributed import DistributedContext, unwrap
 from .evaluate import as_loaded_model, mean_sd, mean_volume_dice, score_segmentation
-from .job_pool import Job, JobPool
+from .job_pool import Job, JobPool, start_worker
 from .loop import job_done
 from .on_ct import score_on_ct
 from .other_mr import other_mr_case, score_other_mr
@@ -197,7 +197,8 @@ class Study:
         self.progress = StudyProgress([f"seed{seed}/{job}" for seed in preset.seeds for job in self.planned_jobs()],
                                       self.log, workers=self.workers)
         per_seed = {}
-        with JobPool(self.run_dir, self.workers, self.device, self.log, self.progress.finished) as pool:
+        with JobPool(self.run_dir, self.workers, self.device, self.log, self.progress.finished,
+                     target=train_in_worker) as pool:
             self.pool = pool if self.workers > 1 else None
             for seed in preset.seeds:
                 per_seed[str(seed)] = self.run_seed(seed)
@@ -629,6 +630,12 @@ class Study:
                 metrics={"arm": arm, "seed": seed, "ct_patients": self.split["CT"]["val"],
                          **{k: direct[k] for k in SUMMARY_METRICS if k in direct}})
             save_model(first["networks"][arm], ct_card, folder / ct_card.name, dtype=torch.float16)
+
+
+def train_in_worker(run_dir: str, job: Job, threads: int, device: str, study_pid: int) -> None:
+    """A worker process of the job pool: train one job into its folder at ``threads`` threads, then exit."""
+    start_worker(threads, study_pid)
+    Study(run_dir, None, device=device, worker=True).train_job(job)
 
 
 def attempt_suffix(attempt: int) -> str:

@@ -13,7 +13,7 @@ from .evaluate import predict
 
 def translate_cases(loaded, cases, folder, tag: str, log=None) -> list:
     """Synthetic MR cases (``Case`` records pointing at the written NIfTI files) for ``cases``; resumable."""
-    from SlicerEssNet.volume_io import write_volume
+    from SlicerEssNet.io.volume_files import write_volume
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -80,7 +80,7 @@ def contact_sheet(rows, path, title: str = "") -> None:
 
 def sheet_rows(ct_cases, synthetic_by_model: dict, limit: int = 4) -> list:
     """Rows for ``contact_sheet`` from CT cases and ``{model: [synthetic Case]}`` (matched by patient)."""
-    from SlicerEssNet.volume_io import read_volume
+    from SlicerEssNet.io.volume_files import read_volume
 
     rows = []
     for case in ct_cases[:limit]:

@@ -35,7 +35,7 @@ def test_warning_below_the_threshold_only():
 def test_core_check_equals_two_independent_segmentations(shared_data):
     pytest.importorskip("torch")
     from SlicerEssNet.pipeline import check_anatomy, segment, synthesize
-    from SlicerEssNet.volume_io import read_volume
+    from SlicerEssNet.io.volume_files import read_volume
 
     ct = read_volume(shared_data / "totalseg_examples" / "example_ct_sm.nii.gz")
     mr = synthesize(ct, device="cpu")

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from generated_dicom import write_slice
-from SlicerEssNet.chaos import mr_label_map, natural_key, read_chaos_ct, read_chaos_mr
+from SlicerEssNet.io.chaos import mr_label_map, natural_key, read_chaos_ct, read_chaos_mr
 from SlicerEssNet.errors import ChaosLayoutError, InputImageError
-from SlicerEssNet.volume_io import read_dicom_series, read_volume
+from SlicerEssNet.io.volume_files import read_dicom_series, read_volume
 
 
 def liver_hu_fractions(ct: np.ndarray, liver: np.ndarray) -> tuple:

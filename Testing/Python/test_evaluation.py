@@ -56,7 +56,7 @@ def test_chaos_sample_folders_score_the_official_numbers(chaos_sample):
 
 
 def test_png_geometry_is_the_chaos_readers(chaos_sample):
-    from SlicerEssNet.chaos import read_chaos_ct
+    from SlicerEssNet.io.chaos import read_chaos_ct
 
     labels = evaluation.read_label_volume(chaos_sample / "Ground")
     _, liver = read_chaos_ct(chaos_sample)
@@ -69,7 +69,7 @@ def test_png_geometry_is_the_chaos_readers(chaos_sample):
 def test_a_nifti_prediction_in_position_order_scores_against_name_ordered_pngs(chaos_sample, tmp_path):
     # A prediction saved on the grid a position-sorting DICOM reader gives (k reversed against the CHAOS file
     # names): the same voxels, so it is matched exactly and scores the official numbers.
-    from SlicerEssNet.volume_io import read_dicom_series, write_volume
+    from SlicerEssNet.io.volume_files import read_dicom_series, write_volume
 
     grid = read_dicom_series(chaos_sample / "DICOM_anon")
     assert grid.direction[2, 2] > 0  # GDCM sorted the slices by position: z rises with k

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from SlicerEssNet.errors import WeightsError
 from SlicerEssNet.geometry import CanonicalFrame, GridSpec, SliceGrid
 from SlicerEssNet.volume import Volume
-from SlicerEssNet.volume_io import read_volume
+from SlicerEssNet.io.volume_files import read_volume
 
 PERMUTATIONS = list(itertools.permutations(range(3)))
 FLIPS = list(itertools.product((False, True), repeat=3))

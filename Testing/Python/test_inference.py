@@ -151,7 +151,7 @@ def test_out_of_memory_halves_the_batch_and_finishes(monkeypatch):
 
 
 def test_modality_mismatch_is_refused_unless_allowed(tiny_models, shared_data):
-    from SlicerEssNet.volume_io import read_volume
+    from SlicerEssNet.io.volume_files import read_volume
 
     mr = read_volume(shared_data / "totalseg_examples" / "example_mr_sm.nii.gz")
     with pytest.raises(ModalityMismatchError, match="allow"):
@@ -164,7 +164,7 @@ def test_modality_mismatch_is_refused_unless_allowed(tiny_models, shared_data):
 @pytest.mark.data
 @pytest.mark.parametrize("name,task", [("btcv_ct/ct_01.nii.gz", "synthesis"), ("chaos_mr_t2/mr_t2_01.nii.gz", "segmentation")])
 def test_real_volumes_keep_their_exact_geometry(tiny_models, shared_data, name, task):
-    from SlicerEssNet.volume_io import read_volume
+    from SlicerEssNet.io.volume_files import read_volume
 
     volume = read_volume(shared_data / name)
     volume = Volume(volume.array[:3, :256, :256], volume.spacing, volume.origin, volume.direction)  # no padding  # 3 slices are enough
@@ -178,7 +178,7 @@ def test_synthesis_of_a_real_ct_is_the_network_applied_by_hand(tiny_models, shar
     """On a grid equal to the CT's own pixels (no resampling), the pipeline's result must be exactly: window the
     HU to [-1, 1] as the card says, run the network on each canonical slice, map [-1, 1] to the card's MR scale.
     A range check could not tell: the tanh keeps any mistake in range."""
-    from SlicerEssNet.volume_io import read_volume
+    from SlicerEssNet.io.volume_files import read_volume
 
     volume = read_volume(shared_data / "btcv_ct" / "ct_01.nii.gz")
     volume = Volume(volume.array[:3, :256, :256], volume.spacing, volume.origin, volume.direction)  # no padding

@@ -24,7 +24,7 @@ from generated_dicom import smooth_volume, write_series
 from SlicerEssNet.errors import EssNetError
 from SlicerEssNet.validation import check_volume
 from SlicerEssNet.volume import Volume
-from SlicerEssNet.volume_io import read_volume, write_volume
+from SlicerEssNet.io.volume_files import read_volume, write_volume
 
 CASES_PER_SEED = 80
 # Formats whose cut files are only required to raise project errors, not to be refused or read back whole: MetaIO

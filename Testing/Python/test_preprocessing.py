@@ -13,7 +13,7 @@ from SlicerEssNet.preprocessing import (
     strided_sample,
     volume_statistics,
 )
-from SlicerEssNet.volume_io import read_volume
+from SlicerEssNet.io.volume_files import read_volume
 
 CT_WINDOW = {"kind": "ct_window", "low": -125, "high": 275}
 MR_PERCENTILE = {"kind": "mr_percentile", "low_percentile": 0.5, "high_percentile": 99.5}

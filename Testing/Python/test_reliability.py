@@ -693,7 +693,7 @@ def test_chaos_masks_that_do_not_match_the_slices(skip, words, tmp_path, shared_
     code = cli.main(["evaluate", str(patient / "SampleSubmission"), str(patient / "Ground")])
     lines = error_lines(capfd.readouterr().err)
     assert code == cli.EXIT_FAILED and len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0]
-    from SlicerEssNet.chaos import read_chaos_ct
+    from SlicerEssNet.io.chaos import read_chaos_ct
 
     with pytest.raises(errors.ChaosLayoutError) as caught:
         read_chaos_ct(patient)
@@ -879,7 +879,7 @@ def test_a_cohort_written_to_a_file_path_is_one_error_line(tmp_path, shared_data
 ], ids=["missing folder", "unknown format"])
 def test_a_bad_output_path_is_refused_before_anything_is_read_or_loaded(tmp_path, tiny, capfd, model_loads, monkeypatch,
                                                                         output, message):
-    from SlicerEssNet import volume_io
+    from SlicerEssNet.io import volume_files as volume_io
 
     reads = []
     monkeypatch.setattr(volume_io, "read_volume", lambda *a, **k: reads.append(a) or pytest.fail("input was read"))

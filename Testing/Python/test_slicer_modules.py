@@ -211,7 +211,7 @@ def test_module_code_runs_on_slicers_oldest_python(repo_root):
 def test_node_to_volume_agrees_with_an_independent_reader(slicer, shared_data, relative):
     """LAS (CHAOS MR) and LPS (BTCV CT): the node's Volume equals what the core's SimpleITK reader returns."""
     from EssNetSlicerLib.nodes import volumeFromNode
-    from SlicerEssNet.volume_io import read_volume
+    from SlicerEssNet.io.volume_files import read_volume
 
     node, _ = node_from_nifti(slicer, shared_data / relative, "real")
     from_node = volumeFromNode(node)
@@ -748,7 +748,7 @@ def test_anatomy_check_reaches_the_result_the_panel_and_the_batch_summary(slicer
     import EssNetBatch
     from SlicerEssNet.anatomy import WARN_BELOW
     from SlicerEssNet.pipeline import check_anatomy, synthesize
-    from SlicerEssNet.volume_io import read_volume
+    from SlicerEssNet.io.volume_files import read_volume
 
     monkeypatch.delenv("SLICERESSNET_REGISTRY")  # the packaged registry: the two liver models of the check
     example = shared_data / "totalseg_examples" / "example_ct_sm.nii.gz"

@@ -67,7 +67,7 @@ def test_micro_study_end_to_end(tmp_path, capsys):
     assert seed0["stage1"]["cyclegan"]["segmenter_parameters"] == 0 < seed0["stage1"]["essnet"]["segmenter_parameters"]
 
     # Synthetic set: one NIfTI per CT patient on the CT's own grid, CT liver label beside it.
-    from SlicerEssNet.volume_io import read_volume
+    from SlicerEssNet.io.volume_files import read_volume
 
     synthetic = sorted((run_dir / "seed0" / "synthetic" / "essnet").glob("*_essnet_mr.nii.gz"))
     assert len(synthetic) == 3

@@ -47,7 +47,7 @@ def test_contrast_is_ct_like_and_t2_like():
 
 def test_ct_and_mr_patients_are_unpaired(tmp_path):
     written = write_phantom_set(tmp_path, n_ct=1, n_mr=1)
-    from SlicerEssNet.volume_io import read_volume
+    from SlicerEssNet.io.volume_files import read_volume
 
     ct_label = read_volume(written["CT"][0][1])
     mr_label = read_volume(written["MR"][0][1])

@@ -63,7 +63,7 @@ def _recomputed(repo_root, shared_data, model: str, patients, modality: str) -> 
     import numpy as np
 
     from SlicerEssNet.pipeline import segment
-    from SlicerEssNet.volume_io import read_volume
+    from SlicerEssNet.io.volume_files import read_volume
 
     per_volume, shared, total = {}, 0, 0
     for patient in patients:
@@ -103,7 +103,7 @@ def test_shipped_generator_keeps_the_anatomy_its_card_claims(repo_root, shared_d
     """Shape consistency of the shipped CT -> MR model on one held-out CT patient, recomputed with the fixed judge
     (Training/judge), equals the card's figure for that patient."""
     pytest.importorskip("torch")
-    from SlicerEssNet.volume_io import read_volume
+    from SlicerEssNet.io.volume_files import read_volume
     from SlicerEssNet.weights import load_model
     from Training.judge import load_judge, shape_consistency
 

@@ -30,12 +30,12 @@ def _started_jobs(meeting) -> list:
 
 
 def _train_once_a_second_job_started(run_dir, job, *args):
-    """The pool's worker target, ``train_in_worker``, behind a meeting point: each worker first appends its job's
+    """The study's worker target, ``train_in_worker``, behind a meeting point: each worker first appends its job's
     key to ``meeting/started`` beside the run folder; the first job to start then waits (before it trains, so before
     it can end) until another job's worker has done so, and writes ``meeting/met``. ``met`` exists only if a second
     job started while the first was still running: overlap shown by events, not by clocks. A pool that runs its
     jobs one after the other never writes it (its first job gives up waiting after 120 s)."""
-    from Training.job_pool import train_in_worker
+    from Training.study import train_in_worker
 
     meeting = Path(run_dir).parent / "meeting"
     meeting.mkdir(exist_ok=True)
@@ -58,11 +58,11 @@ def _train_once_a_second_job_started(run_dir, job, *args):
 
 @pytest.mark.slow
 def test_two_workers_give_the_results_of_one_process_and_run_jobs_side_by_side(tmp_path, monkeypatch):
-    from Training import job_pool
+    from Training import study
     from Training.study import Study
 
     # Spawned workers unpickle their target by name: this module is importable there (the parent's sys.path).
-    monkeypatch.setattr(job_pool, "train_in_worker", _train_once_a_second_job_started)
+    monkeypatch.setattr(study, "train_in_worker", _train_once_a_second_job_started)
     alone = Study(tmp_path / "alone", _micro_preset(), stream=io.StringIO()).run()
     log = io.StringIO()
     run_dir = tmp_path / "side-by-side"

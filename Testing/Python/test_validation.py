@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from SlicerEssNet.chaos import read_chaos_ct
+from SlicerEssNet.io.chaos import read_chaos_ct
 from SlicerEssNet.errors import InputImageError, VolumeTooLargeError, WeightsError
 from SlicerEssNet.validation import available_memory_bytes, check_image_header, check_volume, modality_mismatch
 from SlicerEssNet.volume import Volume
-from SlicerEssNet.volume_io import read_volume
+from SlicerEssNet.io.volume_files import read_volume
 
 
 def volume(array=None, **geometry) -> Volume:

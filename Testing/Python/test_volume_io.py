@@ -14,10 +14,10 @@ import pytest
 import SimpleITK as sitk
 
 from generated_dicom import smooth_volume, write_series, write_slice
-from SlicerEssNet.chaos import read_chaos_ct
+from SlicerEssNet.io.chaos import read_chaos_ct
 from SlicerEssNet.errors import DicomSeriesError, InputImageError, OutputPathError, VolumeTooLargeError
 from SlicerEssNet.volume import Volume
-from SlicerEssNet.volume_io import (
+from SlicerEssNet.io.volume_files import (
     list_dicom_series,
     read_dicom_series,
     read_dicom_slices,

@@ -537,8 +537,8 @@ def test_load_model_by_name_from_the_user_cache(tmp_path, monkeypatch):
     source = create_untrained_model("segmentation", tmp_path / "my-liver")
     monkeypatch.setenv("SLICERESSNET_HOME", str(tmp_path / "home"))
     ModelStore().import_file(source)
-    loaded = load_model("my-liver")
+    loaded = ModelStore().load("my-liver")
     assert loaded.path == tmp_path / "home" / "models" / "my-liver.safetensors"
     with pytest.raises(ModelNotFoundError) as error:
-        load_model("my-livr")
+        ModelStore().load("my-livr")
     assert "models list" in one_line(error)

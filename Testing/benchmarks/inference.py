@@ -209,7 +209,7 @@ def accuracy(quick):
     from SlicerEssNet import metrics
     from SlicerEssNet.errors import ModelNotFoundError
     from SlicerEssNet.pipeline import keep_largest_component, resolve_model, run_model
-    from SlicerEssNet.volume_io import read_volume
+    from SlicerEssNet.io.volume_files import read_volume
 
     if not SHARED.is_dir():
         print("\n## Accuracy: skipped (../shared/data not found)")
@@ -288,7 +288,7 @@ def volume_breakdown(quick):
     from SlicerEssNet.geometry import CanonicalFrame, SliceGrid
     from SlicerEssNet.inference import SliceEngine
     from SlicerEssNet.pipeline import model_grid_spec, run_model
-    from SlicerEssNet.volume_io import read_volume, write_volume
+    from SlicerEssNet.io.volume_files import read_volume, write_volume
 
     shipped = shipped_segmenter_or_skip("Per-volume breakdown", SHARED)
     if shipped is None:
@@ -350,7 +350,7 @@ def test_time_augmentation_cost(quick):
     from SlicerEssNet.metrics import dice
     from SlicerEssNet.pipeline import keep_largest_component, run_model
     from SlicerEssNet.test_time_augmentation import VIEWS
-    from SlicerEssNet.volume_io import read_volume
+    from SlicerEssNet.io.volume_files import read_volume
 
     case = SHARED / "chaos_mr_t2" / "mr_t2_03.nii.gz"  # a validation patient of the shipped U-Net
     shipped = shipped_segmenter_or_skip("Test-time augmentation", case)

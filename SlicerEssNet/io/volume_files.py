@@ -18,7 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path
+from ..atomic import atomic_path
+from ..errors import InputImageError, OutputPathError, VolumeTooLargeError
+from ..validation import check_image_header
+from ..volume import Volume, volume_from_image
+from . import chaos
 from .dicom_series import (
     first_line,
     has_dicom_preamble,
@@ -29,9 +33,6 @@ from .dicom_series import (
     read_dicom_series,
     read_dicom_slices,
 )
-from .errors import InputImageError, OutputPathError, VolumeTooLargeError
-from .validation import check_image_header
-from .volume import Volume
 
 __all__ = ["read_volume", "write_volume", "read_dicom_series", "list_dicom_series", "read_dicom_slices",
            "read_dicom_header", "volume_from_image", "file_extension", "IMAGE_EXTENSIONS", "WRITE_EXTENSIONS"]
@@ -352,22 +353,7 @@ def _scan_voxel_bytes(stream, offset: int, end: int, dtype, copy=None) -> tuple:
     return done, n_nan, n_inf
 
 
-def volume_from_image(image) -> Volume:
-    """A ``Volume`` with exactly the image's geometry; a 2D image becomes one slice of 1 mm."""
-    import SimpleITK as sitk
-
-    if image.GetDimension() == 3:
-        return Volume.from_sitk(image)
-    spacing = tuple(image.GetSpacing()) + (1.0,)
-    origin = tuple(image.GetOrigin()) + (0.0,)
-    direction = np.eye(3)
-    direction[:2, :2] = np.asarray(image.GetDirection()).reshape(2, 2)
-    return Volume(sitk.GetArrayFromImage(image)[np.newaxis], spacing, origin, direction)
-
-
 def _read_folder(folder: Path, max_bytes: int | None) -> Volume:
-    from . import chaos
-
     dicom_folder = chaos.find_chaos_dicom_folder(folder)
     if dicom_folder is not None:
         return chaos.read_chaos_image(dicom_folder, max_bytes=max_bytes)
@@ -375,8 +361,6 @@ def _read_folder(folder: Path, max_bytes: int | None) -> Volume:
 
 
 def _read_dicom_file(path: Path, max_bytes: int | None) -> Volume:
-    from . import chaos
-
     if chaos.is_chaos_dicom_folder(path.parent):
         return chaos.read_chaos_image(path.parent, max_bytes=max_bytes)
     return read_dicom_file(path, max_bytes=max_bytes)

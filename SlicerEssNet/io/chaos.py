@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ChaosLayoutError, InputImageError
-from .volume import Volume
+from ..errors import ChaosLayoutError, InputImageError
+from ..volume import Volume
+from .dicom_series import read_dicom_slices
 
 DICOM_FOLDER = "DICOM_anon"
 GROUND_FOLDER = "Ground"
@@ -73,8 +74,6 @@ def find_chaos_dicom_folder(folder) -> Path | None:
 
 def read_chaos_image(dicom_folder, max_bytes: int | None = None) -> Volume:
     """The volume of one CHAOS slice folder, stacked in file-name order (k runs from the first name to the last)."""
-    from .volume_io import read_dicom_slices
-
     dicom_folder = Path(dicom_folder)
     files = dicom_files(dicom_folder) if dicom_folder.is_dir() else []
     if not files:

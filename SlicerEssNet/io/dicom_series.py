@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DicomSeriesError, EssNetError, InputImageError, VolumeTooLargeError
-from .validation import check_memory
-from .volume import Volume
+from ..errors import DicomSeriesError, EssNetError, InputImageError, VolumeTooLargeError
+from ..validation import check_memory
+from ..volume import Volume, volume_from_image
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +284,6 @@ def _position_order(member) -> tuple:
 def _read_with_gdcm(name: str, files: list, headers: list, max_bytes: int | None) -> Volume:
     import SimpleITK as sitk
 
-    from .volume_io import volume_from_image
 
     _check_series_headers(name, files, headers)
     _check_memory_for_slices(name, headers, max_bytes)
