@@ -147,6 +147,40 @@ def check_volume(volume, max_bytes: int | None = None) -> None:
             f"{name} is constant (every voxel is {low:g}): there is nothing to process; check that the right "
             "image was loaded"
         )
+    labels = label_map_values(array)
+    if labels is not None:
+        shown = ", ".join(f"{value:g}" for value in labels[:6]) + (", ..." if len(labels) > 6 else "")
+        raise InputImageError(
+            f"{name} looks like a label map, not an image ({len(labels)} distinct values: {shown}; regions of one "
+            "value each): give the CT or MR scan itself, not a segmentation of it"
+        )
+
+
+def label_map_values(array: np.ndarray, max_labels: int = 256, min_equal: float = 0.75):
+    """The sorted values of ``array`` when it is a label map, else None.
+
+    A label map has few integer values and is piecewise constant: along a row, a voxel that is not background
+    nearly always has its neighbour's value. A scan (CT, MR, even an 8-bit MR with under 256 grey levels) has
+    noise, so neighbouring tissue voxels differ. Read on every 4th slice, to bound the time on large volumes.
+    """
+    sample = array[::4] if array.shape[0] >= 8 else array
+    if sample.dtype == np.bool_:
+        sample = sample.view(np.uint8)
+    probe = sample.ravel()[::97]  # a quick look first: a scan shows hundreds of values in a few thousand voxels
+    for part in (probe, sample):
+        if np.issubdtype(part.dtype, np.floating) and not np.all(np.mod(part, 1) == 0):
+            return None
+        values, counts = np.unique(part, return_counts=True)
+        if len(values) > max_labels:
+            return None
+    background = values[int(np.argmax(counts))]
+    left, right = sample[..., :-1], sample[..., 1:]
+    tissue = (left != background) | (right != background)
+    pairs = int(np.count_nonzero(tissue))
+    if pairs == 0:
+        return None
+    equal = int(np.count_nonzero((left == right) & tissue))
+    return [float(v) for v in values] if equal >= min_equal * pairs else None
 
 
 def _check_frame(name: str, origin, direction) -> None:

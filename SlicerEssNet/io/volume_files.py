@@ -156,6 +156,8 @@ def _read_image_file(path: Path, max_bytes: int | None, name: str | None = None)
 
     name = name or path.name
     nifti = _nifti_header(path, name) if file_extension(path) in (".nii", ".nii.gz") else None
+    if file_extension(path) in _SPACING_KEYS:
+        _check_spacing_is_stated(path, name)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     reader.SetImageIO(_IMAGE_IOS[file_extension(path)])
@@ -190,6 +192,38 @@ def _read_image_file(path: Path, max_bytes: int | None, name: str | None = None)
         except MemoryError:
             raise VolumeTooLargeError(f"{name} does not fit in memory: crop it or free memory") from None
     return volume_from_image(image)
+
+
+# The header fields that state the voxel size; without them ITK's NRRD and MetaImage readers take 1 mm silently.
+_NRRD_SPACING = ("spacings", "space directions")
+_META_SPACING = ("elementspacing", "elementsize")
+_SPACING_NAMES = {"spacings": "spacings", "space directions": "space directions", "elementspacing": "ElementSpacing",
+                  "elementsize": "ElementSize"}
+_SPACING_KEYS = {".nrrd": _NRRD_SPACING, ".nhdr": _NRRD_SPACING, ".mha": _META_SPACING, ".mhd": _META_SPACING}
+
+
+def _check_spacing_is_stated(path: Path, name: str) -> None:
+    """Refuse a NRRD or MetaImage header that states no voxel size, rather than read every voxel as 1 mm."""
+    wanted = _SPACING_KEYS[file_extension(path)]
+    meta = wanted is _META_SPACING
+    keys = set()
+    try:
+        with open(path, "rb") as stream:
+            for raw in stream.read(65536).split(b"\n"):
+                line = raw.decode("latin-1").strip()
+                if not line and not meta:
+                    break  # the NRRD header ends at its first blank line
+                key = line.split("=" if meta else ":", 1)[0].strip().lower()
+                keys.add(key)
+                if meta and key == "elementdatafile":
+                    break  # the last field of a MetaImage header
+    except OSError as error:
+        raise InputImageError(f"cannot open {name} ({error.strerror}): check the path and permissions") from None
+    if not keys & set(wanted):
+        raise InputImageError(
+            f"{name} states no voxel spacing (its reader would take 1 mm without a word): add the spacing to the "
+            f"header ({' or '.join(_SPACING_NAMES[key] for key in wanted)}), for example by saving it again from the scanner's export or Slicer"
+        )
 
 
 def _has_uncompressed_sibling(path: Path) -> bool:

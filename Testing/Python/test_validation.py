@@ -120,3 +120,29 @@ def test_mismatch_reasons_say_why():
 def test_unknown_expected_modality_is_a_model_card_error():
     with pytest.raises(WeightsError, match="not one of CT, MR"):
         modality_mismatch(volume(), "PET")
+
+
+def test_real_label_maps_are_refused_and_real_scans_are_not(shared_data):
+    """A segmentation given where the scan belongs is named as such; no real scan is taken for one."""
+    scans = 0
+    for path, _ in _real_volumes(shared_data):
+        assert check_volume(read_volume(path)) is None, path
+        scans += 1
+    labels = sorted(shared_data.glob("btcv_ct/*_liver.nii.gz"))[:3] + sorted(shared_data.glob("chaos_mr_t2/*_label.nii.gz"))[:3]
+    for path in labels:
+        message = refused(read_volume(path), match="looks like a label map")
+        assert "give the CT or MR scan itself" in message
+    assert scans >= 40 and len(labels) == 6
+
+
+def test_label_maps_of_any_type_are_refused_but_coarse_noisy_images_pass():
+    rng = np.random.default_rng(0)
+    labels = np.zeros((12, 40, 40), dtype=np.uint8)
+    labels[2:10, 5:30, 4:25] = 1
+    labels[4:8, 10:20, 25:37] = 7
+    refused(volume(labels), match=r"3 distinct values: 0, 1, 7")
+    refused(volume(labels.astype(np.float32)), match="looks like a label map")  # a label map saved as float
+    refused(volume(labels.astype(bool)), match="2 distinct values")
+    # An 8-bit image with under 256 grey levels is still a scan: its noise makes neighbours differ.
+    coarse = np.clip(rng.normal(60, 12, labels.shape) + 40 * labels, 0, 255).astype(np.uint8)
+    assert len(np.unique(coarse)) < 256 and check_volume(volume(coarse)) is None

@@ -443,3 +443,28 @@ def test_dicom_memory_limit_is_checked_before_decoding(tmp_path):
         read_dicom_series(tmp_path / "s", max_bytes=1000)
     with pytest.raises(VolumeTooLargeError):
         read_dicom_slices(sorted((tmp_path / "s").iterdir()), max_bytes=1000)
+
+
+@pytest.mark.parametrize("extension, field", [(".nhdr", "space directions"), (".nhdr", "spacings"),
+                                              (".mhd", "ElementSpacing")])
+def test_a_header_without_spacing_is_refused_not_read_as_1_mm(tmp_path, extension, field):
+    image = sitk.GetImageFromArray(smooth_volume((4, 16, 16)).astype(np.int16))
+    image.SetSpacing((0.7, 0.7, 3.0))
+    stated = tmp_path / f"stated{extension}"
+    sitk.WriteImage(image, str(stated))
+    assert read_volume(stated).spacing == pytest.approx((0.7, 0.7, 3.0))
+    lines = stated.read_text().splitlines()
+    if field == "spacings":  # the older NRRD way of stating it, without a frame
+        lines = [("spacings: 0.7 0.7 3" if line.startswith("space directions") else line) for line in lines
+                 if not line.startswith(("space:", "space origin"))]
+        (tmp_path / f"older{extension}").write_text("\n".join(lines) + "\n")
+        assert read_volume(tmp_path / f"older{extension}").spacing == pytest.approx((0.7, 0.7, 3.0))
+        lines = [line for line in lines if not line.startswith("spacings")]
+    else:
+        lines = [line for line in lines if not line.lower().startswith((field.lower(), "space:", "space origin"))]
+    bare = tmp_path / f"bare{extension}"
+    bare.write_text("\n".join(lines) + "\n")
+    assert sitk.ReadImage(str(bare)).GetSpacing() == (1.0, 1.0, 1.0)  # what ITK alone would make of it
+    with pytest.raises(InputImageError, match="states no voxel spacing") as error:
+        read_volume(bare)
+    assert "\n" not in str(error.value) and field.split()[0] in str(error.value)
