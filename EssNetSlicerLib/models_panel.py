@@ -7,44 +7,12 @@ time; the chosen model's name is stored in the parameter node by the widget.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Callable, List, Optional, Tuple
 
 MODEL_FILE_FILTER = "Model weights (*.safetensors *.pt *.pth *.ckpt)"
 TASK_OF = {"synthesize": "synthesis", "segment": "segmentation"}
-
-
-def readCard(store, model) -> Optional[dict]:
-    """The card (plain JSON) of a model name or weights path, read without torch; None when not known here."""
-    if model is None:
-        return None
-    text = str(model)
-    if os.path.isfile(text):
-        cardPath = os.path.splitext(text)[0] + ".json"
-    else:
-        try:
-            installed = store.installed_path(text)
-        except Exception:  # noqa: BLE001 - not a valid model name: nothing to read
-            return None
-        if installed is None:
-            entry = store.entry(text)
-            return entry.card if entry is not None else None
-        cardPath = os.path.splitext(str(installed))[0] + ".json"
-    try:
-        with open(cardPath, encoding="utf-8") as stream:
-            return json.load(stream)
-    except (OSError, ValueError):
-        return None
-
-
-def cardModalities(card) -> Optional[Tuple[str, str]]:
-    """(input, output) modality named by a card, upper case; None when the card does not say."""
-    try:
-        return str(card["input"]["modality"]).upper(), str(card["output"]["modality"]).upper()
-    except (KeyError, TypeError):
-        return None
 
 
 class ModelChoice:
@@ -71,7 +39,8 @@ class ModelChoice:
         for info in store.list():
             if info.task != TASK_OF[self.task]:
                 continue
-            modalities = cardModalities(readCard(store, info.path or info.name))
+            card = store.card(info.path or info.name)
+            modalities = card.modalities if card is not None else None
             if self.inputModality and modalities and modalities[0] != self.inputModality:
                 continue
             notes = []

@@ -5,6 +5,7 @@ attributes on result nodes are the same in CT2MRISynthesis and LiverSegmentation
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import List
 
 import slicer
@@ -17,28 +18,35 @@ PROVENANCE_PREFIX = "SlicerEssNet."
 
 def startRun(inputVolumeNode, steps: List[RunStep], *, jobRunner=None, device: str = "auto",
              allowModalityMismatch: bool = False) -> PipelineRun:
-    """Check the input node, copy its voxels and geometry, and start the chained jobs (never blocks for long)."""
+    """Check the input node, copy its voxels and geometry, and start the job (never blocks for long). Each step's
+    model is resolved here, once: a default becomes the registry's name, and its card is read (without torch)."""
+    from SlicerEssNet.model_store import ModelStore
+    from SlicerEssNet.pipeline import DEFAULT_INPUT_MODALITY, TASKS
+
     from .nodes import volumeFromNode
 
     volume = volumeFromNode(inputVolumeNode)
-    preflight(volume, inputVolumeNode.GetName(), steps[0], allowModalityMismatch)
-    return PipelineRun(jobRunner if jobRunner is not None else defaultJobRunner(), volume, steps, device=device,
-                       allowModalityMismatch=allowModalityMismatch)
+    store = ModelStore()
+    named = []
+    for step in steps:
+        task = TASKS[step.task]
+        # In a chain the segmentation reads the synthetic MR: the default on MR, as for an MR input.
+        named.append(dataclasses.replace(step, model=store.model_name(step.model, task,
+                                                                      DEFAULT_INPUT_MODALITY[task])))
+    cards = {step.output: store.card(step.model) for step in named}
+    preflight(volume, inputVolumeNode.GetName(), cards[named[0].output], allowModalityMismatch)
+    return PipelineRun(jobRunner if jobRunner is not None else defaultJobRunner(), volume, named, device=device,
+                       allowModalityMismatch=allowModalityMismatch, cards=cards)
 
 
-def preflight(volume, name: str, firstStep: RunStep, allowModalityMismatch: bool) -> None:
+def preflight(volume, name: str, card, allowModalityMismatch: bool) -> None:
     """The checks the worker would make first, made here at once with the specific error class: a wrong input
-    fails in a fraction of a second instead of after a worker process has started and loaded torch."""
-    from SlicerEssNet.model_store import ModelStore
+    fails in a fraction of a second instead of after a worker process has started and loaded torch. ``card``:
+    the first step's model card, or None when it cannot be read here (the worker then says why)."""
     from SlicerEssNet.validation import check_volume, modality_mismatch
 
-    from .models_panel import TASK_OF, readCard
-
     check_volume(volume)
-    store = ModelStore()
-    model = firstStep.model if firstStep.model is not None else store.default_model(TASK_OF[firstStep.task]).name
-    card = readCard(store, model)
-    expected = (card or {}).get("input", {}).get("modality")
+    expected = card.input_modality if card is not None else None
     reason = modality_mismatch(volume, expected) if expected and not allowModalityMismatch else None
     if reason:
         raise errors.ModalityMismatchError(
@@ -112,11 +120,7 @@ def resultName(inputVolumeNode, suffix: str) -> str:
 
 
 def modelModalitiesOf(run: PipelineRun, stepOutput: str):
-    """(input, output) modality of the model a step used, from its card; None when it cannot be told."""
-    from SlicerEssNet.model_store import ModelStore
-
-    from .models_panel import cardModalities, readCard
-
-    index = next(i for i, step in enumerate(run.steps) if step.output == stepOutput)
-    used = run.reports[index].get("model") if index < len(run.reports) else None
-    return cardModalities(readCard(ModelStore(), run.steps[index].model or used))
+    """(input, output) modality of the model a step used, from the card read when the run started; None when
+    it could not be read."""
+    card = run.cards.get(stepOutput)
+    return card.modalities if card is not None else None

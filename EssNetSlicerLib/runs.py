@@ -1,9 +1,10 @@
-"""A run: one or more chained core jobs (synthesis, then segmentation) on one input volume, polled or awaited.
+"""A run: one core job (synthesis, segmentation, or the chain of both) on one input volume, polled or awaited.
 
-The input is written to a private temporary folder, each step is a ``SlicerEssNet.jobs.JobRequest`` whose input is
-the previous step's output, and the outputs are read back only when every step succeeded. The scene is never
-touched here: the module logic turns the outputs into nodes afterwards, on the main thread. Whatever happens, the
-temporary folder is removed when the run ends.
+The input is written to a private temporary folder (the worker is another process), the steps become one
+``SlicerEssNet.jobs.JobRequest`` (a chain runs in memory in one worker, as ``segment --from-ct`` does), and the
+outputs are read back only when the job succeeded. The scene is never touched here: the module logic turns the
+outputs into nodes afterwards, on the main thread. Whatever happens, the temporary folder is removed when the run
+ends.
 
 States are the core jobs' ("running", "succeeded", "failed", "cancelled"). ``poll()`` never blocks (a Qt timer
 calls it); ``wait()`` blocks (console scripts, batch and tests call it).
@@ -55,12 +56,15 @@ class RunStatus:
 
 
 class PipelineRun:
-    """Chained jobs on one input ``Volume``; see the module docstring."""
+    """One job on one input ``Volume``; see the module docstring. ``cards``: step output -> the model card
+    (``SlicerEssNet.model_card.ModelCard``) its model was resolved to when the run started, or None."""
 
     def __init__(self, runner, inputVolume, steps: List[RunStep], *, device: str = "auto",
-                 allowModalityMismatch: bool = False):
-        if not steps:
-            raise ValueError("a run needs at least one step")
+                 allowModalityMismatch: bool = False, cards: Optional[Dict[str, object]] = None):
+        tasks = [step.task for step in steps]
+        if tasks not in (["synthesize"], ["segment"], ["synthesize", "segment"]):
+            raise ValueError(f"a run is one step or synthesize then segment, not {tasks}")
+        self.cards = dict(cards or {})
         self.runner = runner
         self.steps = list(steps)
         self.device = device
@@ -85,37 +89,33 @@ class PipelineRun:
             self._cleanup()
             raise
 
-    # --- steps --------------------------------------------------------------------------------------------------
+    # --- the job ------------------------------------------------------------------------------------------------
     def _stepPath(self, index: int) -> Path:
         return self._folder / f"{index}-{self.steps[index].output}{INTERMEDIATE_SUFFIX}"
 
     def _startStep(self) -> None:
-        index = self._stepIndex
-        step = self.steps[index]
-        source = self._input if index == 0 else self._stepPath(index - 1)
-        request = JobRequest(task=step.task, input_path=str(source), output_path=str(self._stepPath(index)),
-                             model=step.model, device=self.device,
-                             allow_modality_mismatch=self.allowModalityMismatch,
-                             test_time_augmentation=step.testTimeAugmentation,
-                             anatomy_check=step.anatomyCheck)
+        last = self.steps[-1]
+        chain = len(self.steps) == 2
+        request = JobRequest(task=last.task, input_path=str(self._input),
+                             output_path=str(self._stepPath(len(self.steps) - 1)), model=last.model,
+                             device=self.device, allow_modality_mismatch=self.allowModalityMismatch,
+                             test_time_augmentation=last.testTimeAugmentation,
+                             anatomy_check=self.steps[0].anatomyCheck,
+                             synthesis_model=self.steps[0].model if chain else None,
+                             synthetic_output_path=str(self._stepPath(0)) if chain else None)
+        if chain and request.synthesis_model is None:
+            raise ValueError("the synthesis step of a chain needs its model named (processing.startRun does)")
         self._job = self.runner.start(request)
 
     def poll(self) -> str:
-        """Advance without blocking: collect the current job's events, start the next step, read the outputs."""
+        """Advance without blocking: follow the job, read the outputs once it succeeded."""
         if self.state != RUNNING:
             return self.state
         jobState = self._job.poll()
+        self._stepIndex = min(getattr(self._job, "step", 0), len(self.steps) - 1)
         if jobState == RUNNING:
             return self.state
         self._collect(self._job)
-        if jobState == SUCCEEDED and self._stepIndex + 1 < len(self.steps):
-            self._stepIndex += 1
-            try:
-                self._startStep()
-            except Exception as error:  # noqa: BLE001 - a run must always end in a state, never hang
-                self._finish(FAILED, f"could not start {self.steps[self._stepIndex].describe()}: {error}",
-                             type(error).__name__)
-            return self.state
         if jobState == SUCCEEDED:
             self._readOutputs()
         else:
@@ -128,7 +128,9 @@ class PipelineRun:
             if warning not in self.warnings:
                 self.warnings.append(warning)
         if job.report:
-            self.reports.append(job.report)
+            # One report per step: a chain's synthesis step reports inside the job's report.
+            synthesis = job.report.get("synthesis")
+            self.reports.extend(([synthesis] if synthesis else []) + [job.report])
 
     def _readOutputs(self) -> None:
         from SlicerEssNet.io.volume_files import read_volume

@@ -1,5 +1,9 @@
 """Jobs: one ``process_file`` call described in JSON, run in a thread or in a worker process.
 
+A ``JobRequest`` is the one description of a run that the Slicer modules and the batch script submit (the CLI
+calls ``process_file`` with the same arguments in its own process): one step, or a chain (CT -> synthetic MR ->
+liver) computed in memory in one worker, with no intermediate file.
+
 The Slicer modules run their work as jobs so the GUI never freezes: a timer polls ``Job.poll()`` for progress,
 Cancel calls ``Job.cancel()``, and scripts call ``Job.wait()``. A worker process is the default in Slicer: a
 PyTorch crash, an out-of-memory kill or a hard cancel takes the worker down, never Slicer. Both runners give the
@@ -46,6 +50,18 @@ class JobRequest:
     largest_component: bool = True
     test_time_augmentation: bool = False  # segmentation only: 5 views per slice, 4-5x the time
     anatomy_check: bool = False  # CT -> MR: the liver on the CT and on the synthetic MR compared (anatomy.py)
+    # segment only: translate the input with this CT -> MR model first, in memory (a chain of two steps), and
+    # keep that synthetic MR at ``synthetic_output_path`` when one is given
+    synthesis_model: Optional[str] = None
+    synthetic_output_path: Optional[str] = None
+
+    @property
+    def output_paths(self) -> List[str]:
+        return [self.output_path] + ([self.synthetic_output_path] if self.synthetic_output_path else [])
+
+    @property
+    def steps(self) -> int:
+        return 2 if self.synthesis_model is not None else 1
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -81,6 +97,7 @@ class Job:
         self.request = request
         self.state = RUNNING
         self.progress: Optional[Progress] = None
+        self.step = 0  # of a chain: 0 while the synthesis runs, then 1
         self.error: Optional[str] = None
         self.error_type: Optional[str] = None  # the core exception's class name, e.g. "InputImageError"
         self.warnings: List[str] = []
@@ -94,6 +111,7 @@ class Job:
         kind = event.get("event")
         if kind == "progress":
             self.progress = Progress.from_dict(event)
+            self.step = int(event.get("step", 0))
         elif kind == "warning":
             self.warnings.append(event.get("message", ""))
         elif kind == "done":
@@ -128,12 +146,16 @@ def _execute(request: JobRequest, emit, cancel: Optional[CancelToken]) -> None:
     from .errors import CancelledError, EssNetError
     from .pipeline import process_file
 
+    last_step = request.steps - 1
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             report = process_file(
                 request.task, request.input_path, request.output_path, request.model,
-                progress=lambda p: emit(dict(event="progress", **p.to_dict())), cancel=cancel, **request.options())
+                synthesis_model=request.synthesis_model, synthetic_output_path=request.synthetic_output_path,
+                synthesis_progress=lambda p: emit(dict(event="progress", step=0, **p.to_dict())),
+                progress=lambda p: emit(dict(event="progress", step=last_step, **p.to_dict())), cancel=cancel,
+                **request.options())
         for warning in caught:
             emit({"event": "warning", "message": str(warning.message)})
         emit({"event": "done", "report": asdict(report)})
@@ -149,7 +171,8 @@ def _execute(request: JobRequest, emit, cancel: Optional[CancelToken]) -> None:
         emit({"event": "error", "type": type(error).__name__,
               "message": f"unexpected error ({type(error).__name__}: {error}); see the log for details"})
     finally:
-        remove_partial_outputs(request.output_path)
+        for path in request.output_paths:
+            remove_partial_outputs(path)
 
 
 # --- in-process ----------------------------------------------------------------------------------------------
@@ -188,7 +211,7 @@ class _ProcessJob(Job):
     a child and passes no signal on: ``cancel()`` stops the whole tree, not the launcher alone.
     """
 
-    def __init__(self, request: JobRequest, process: subprocess.Popen, folder: Path, existed_before: bool):
+    def __init__(self, request: JobRequest, process: subprocess.Popen, folder: Path, existed_before: List[bool]):
         super().__init__(request)
         self._process = process
         self._folder = folder
@@ -242,12 +265,13 @@ class _ProcessJob(Job):
             self._events.put({"event": "error", "type": "WorkerDied",
                               "message": f"the worker process stopped unexpectedly (exit code {code}: {detail}); "
                                          "nothing was written - try again, or use the CPU if the GPU ran out of memory"})
-        if self._cancelled and not self._existed_before:
-            try:  # written in the moment between Cancel and the stop
-                Path(self.request.output_path).unlink()
-            except OSError:
-                pass
-        remove_partial_outputs(self.request.output_path)
+        for path, existed in zip(self.request.output_paths, self._existed_before):
+            if self._cancelled and not existed:
+                try:  # written in the moment between Cancel and the stop
+                    Path(path).unlink()
+                except OSError:
+                    pass
+            remove_partial_outputs(path)
         self._events_file.close()
         shutil.rmtree(self._folder, ignore_errors=True)
         self._finished.set()
@@ -323,7 +347,7 @@ class SubprocessJobRunner:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH", "")) if p)
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         env["PYTHONUNBUFFERED"] = "1"
-        existed_before = Path(request.output_path).exists()
+        existed_before = [Path(path).exists() for path in request.output_paths]
         with open(folder / "events.txt", "wb") as events, open(folder / "stderr.txt", "wb") as errors:
             process = subprocess.Popen(
                 [self.python_executable, "-m", "SlicerEssNet", "worker", str(folder / "request.json")],

@@ -54,6 +54,12 @@ class ModelCard:
             self.labels = {str(key): value for key, value in self.labels.items()}
         self.validate()
 
+    @property
+    def modalities(self) -> tuple:
+        """(input, output) modality, upper case: ("CT", "MR") for CT -> MR synthesis, ("MR", "MR") for a
+        segmentation model on MR (its labels lie on the input)."""
+        return str(self.input_modality).upper(), str(self.output_modality).upper()
+
     # --- JSON ---------------------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, data: dict) -> "ModelCard":

@@ -125,6 +125,28 @@ class ModelStore:
             f"no default {task} model{on} is registered: pass --model with a model name or weights file, or train "
             f"one with python -m Training")
 
+    def card(self, model) -> Optional[ModelCard]:
+        """The card of a model name or weights path, read without torch and without downloading; None when it
+        is not known here or cannot be read (the run itself then says why)."""
+        if model is None:
+            return None
+        text = str(model)
+        path = Path(text).expanduser()
+        try:
+            if path.is_file():
+                return ModelCard.load(path.with_suffix(CARD))
+            installed = self.installed_path(text)
+            if installed is not None:
+                return ModelCard.load(Path(installed).with_suffix(CARD))
+            entry = self.entry(text)
+            return ModelCard.from_dict(entry.card) if entry is not None and entry.card else None
+        except (WeightsError, OSError, TypeError, ValueError):
+            return None
+
+    def model_name(self, model, task: str, input_modality: str | None = None) -> str:
+        """``model`` as a name or path; None: the registry's default for ``task`` on ``input_modality``."""
+        return str(model) if model is not None else self.default_model(task, input_modality).name
+
     # --- what is where ------------------------------------------------------------------------------
     def cache_paths(self, name: str):
         """``(weights, card)`` where the cache keeps model ``name``."""

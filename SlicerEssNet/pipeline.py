@@ -36,6 +36,7 @@ class RunReport:
     seconds: float = 0.0
     notes: List[str] = field(default_factory=list)
     anatomy: Optional[dict] = None  # a CT -> MR run's ``AnatomyCheck.to_dict()`` (anatomy.py), when asked for
+    synthesis: Optional[dict] = None  # a chain's first step (CT -> MR before segment): its own report, as a dict
 
 
 def resolve_model(model, task: str):
@@ -215,26 +216,34 @@ def _anatomy_report(card, ct: Volume, synthetic_mr: Volume, mr_liver, report: Ru
 
 
 def process_file(task: str, input_path, output_path, model=None, *, preview_path=None, synthesis_model=None,
-                 synthesis_progress: Optional[ProgressCallback] = None, anatomy_check: bool = False,
-                 **options) -> RunReport:
+                 synthesis_progress: Optional[ProgressCallback] = None, synthetic_output_path=None,
+                 anatomy_check: bool = False, **options) -> RunReport:
     """Read, run, and write the result atomically: a failure or a cancel leaves no output file.
 
     ``preview_path``: also write a PNG of input and result side by side on a few slices.
     ``synthesis_model`` (segment only; a registry name, a path or a LoadedModel): the input is a CT,
     translated to synthetic MR by that model first, in memory, as the Liver Segmentation module's *input is CT*
-    does; the labels lie on the CT's grid. ``synthesis_progress`` follows that first step.
+    does; the labels lie on the CT's grid. ``synthesis_progress`` follows that first step;
+    ``synthetic_output_path`` keeps its synthetic MR too (both files are written, or neither).
     ``anatomy_check`` (a CT -> MR model, alone or before segment): also segment the liver on the CT and on the
-    synthetic MR and put their Dice in ``report.anatomy`` (``check_anatomy``).
+    synthetic MR and put their Dice in the synthesis step's report (``check_anatomy``).
     """
+    from dataclasses import asdict
+
     from .io.volume_files import check_writable, read_volume, write_volume
 
     if task not in TASKS:
         raise ValueError(f"unknown task '{task}': use one of {', '.join(TASKS)}")
-    check_writable(output_path)  # before anything is read or computed
+    if synthesis_model is None and synthetic_output_path is not None:
+        raise ValueError("synthetic_output_path keeps the synthetic MR of a chain: give synthesis_model too")
+    outputs = [output_path] + ([synthetic_output_path] if synthetic_output_path is not None else [])
+    for path in outputs:
+        check_writable(path)  # before anything is read or computed
     if synthesis_model is not None and task != "segment":
         raise ValueError("a synthesis model before the task only makes sense for segment")
-    if Path(output_path).exists() and Path(output_path).resolve() == Path(input_path).resolve():
-        raise OutputPathError(f"output {output_path} is the input itself: choose another output path")
+    for path in outputs:
+        if Path(path).exists() and Path(path).resolve() == Path(input_path).resolve():
+            raise OutputPathError(f"output {path} is the input itself: choose another output path")
     volume = read_volume(input_path)
     loaded = resolve_model(model, task)
     source, first, synthesis = volume, None, None
@@ -245,10 +254,6 @@ def process_file(task: str, input_path, output_path, model=None, *, preview_path
         source = run_model(volume, synthesis, report=first, **engine_options)
     report = RunReport(loaded.card.name, "", "", 0, ())
     result = run_model(source, loaded, report=report, **_engine_options(options))
-    if first is not None:
-        report.model = f"{first.model} -> {report.model}"
-        report.seconds += first.seconds
-        report.notes = [f"{first.model}: {note}" for note in first.notes] + report.notes
     result = _finish(task, result, options.get("largest_component", True))
     if anatomy_check and task == "synthesize":
         _anatomy_report(loaded.card, volume, result, None, report, options)
@@ -257,8 +262,21 @@ def process_file(task: str, input_path, output_path, model=None, *, preview_path
 
         # The user's MR liver model is the check's own when it is the default one: no second pass.
         mr_liver = result.array if loaded.card.name == MR_LIVER_MODEL else None
-        _anatomy_report(synthesis.card, volume, source, mr_liver, report, options)
-    write_volume(result, output_path)
+        _anatomy_report(synthesis.card, volume, source, mr_liver, first, options)
+    if first is not None:
+        report.synthesis = asdict(first)
+        report.anatomy = first.anatomy
+        report.model = f"{first.model} -> {report.model}"
+        report.seconds += first.seconds
+        report.notes = [f"{first.model}: {note}" for note in first.notes] + report.notes
+    if synthetic_output_path is not None:
+        write_volume(source, synthetic_output_path)
+    try:
+        write_volume(result, output_path)
+    except BaseException:
+        if synthetic_output_path is not None:  # both files, or neither
+            Path(synthetic_output_path).unlink(missing_ok=True)
+        raise
     if preview_path is not None:
         from .preview import write_preview
 

@@ -225,3 +225,48 @@ def test_workers_start_hidden_on_windows_and_in_their_own_group_elsewhere(tmp_pa
     assert "start_new_session" not in options
     assert options["startupinfo"].dwFlags & 1 and options["startupinfo"].wShowWindow == 0  # SW_HIDE
     assert options["creationflags"] & 0x08000000 and options["creationflags"] & 0x200
+
+
+@pytest.mark.parametrize("runner", [InProcessJobRunner(), SubprocessJobRunner()], ids=["thread", "process"])
+def test_a_chain_is_one_job_writing_both_outputs(setup, runner):
+    """CT -> synthetic MR -> labels in one job: progress names the step, each step reports, both files appear."""
+    create_untrained_model("segmentation", setup / "tiny_liver", width=4)
+    name = type(runner).__name__
+    chain = JobRequest(task="segment", input_path=str(setup / "ct.nii.gz"), output_path=str(setup / f"{name}_liver.nii.gz"),
+                       model=str(setup / "tiny_liver.safetensors"), device="cpu", batch_size=8,
+                       allow_modality_mismatch=True, synthesis_model=str(setup / "tiny_ct2mr.safetensors"),
+                       synthetic_output_path=str(setup / f"{name}_mr.nii.gz"))
+    assert JobRequest.from_json(chain.to_json()) == chain
+    steps = []
+    job = runner.start(chain)
+    while job.poll() == "running":
+        steps.append(job.step)
+        time.sleep(0.01)
+    assert job.state == SUCCEEDED, job.error
+    assert steps == sorted(steps) and job.step == 1
+    assert job.report["synthesis"]["model"] == "tiny_ct2mr" and job.report["model"] == "tiny_ct2mr -> tiny_liver"
+    for output in ("liver", "mr"):
+        assert sitk.ReadImage(str(setup / f"{name}_{output}.nii.gz")).GetSize() == (48, 48, 40)
+
+
+def test_a_chain_whose_last_write_fails_leaves_neither_output(setup, monkeypatch):
+    from SlicerEssNet.errors import OutputPathError
+    from SlicerEssNet.io import volume_files
+    from SlicerEssNet.pipeline import process_file
+
+    create_untrained_model("segmentation", setup / "tiny_liver", width=4)
+    written = []
+    original = volume_files.write_volume
+
+    def fail_on_the_labels(volume, path):
+        if written:
+            raise OutputPathError(f"cannot write to {path} (disk full): free space")
+        written.append(path)
+        return original(volume, path)
+
+    monkeypatch.setattr(volume_files, "write_volume", fail_on_the_labels)
+    with pytest.raises(OutputPathError):
+        process_file("segment", setup / "ct.nii.gz", setup / "full_liver.nii.gz", setup / "tiny_liver.safetensors",
+                     synthesis_model=setup / "tiny_ct2mr.safetensors", synthetic_output_path=setup / "full_mr.nii.gz",
+                     device="cpu", allow_modality_mismatch=True)
+    assert written and not (setup / "full_mr.nii.gz").exists() and not (setup / "full_liver.nii.gz").exists()

@@ -251,6 +251,38 @@ def test_synthesis_on_real_ct_keeps_the_exact_geometry(slicer, modules, shared_d
                for status in statuses[:-1])
 
 
+def test_a_chain_is_one_job_in_one_worker_with_no_intermediate_file(slicer, modules, tiny_models, monkeypatch):
+    """CT -> synthetic MR -> liver from the panel is one JobRequest (the same one segment --from-ct makes), run in
+    memory: the job's folder never holds a synthetic MR that the segmentation reads back, and the model names are
+    resolved once, when the run starts."""
+    from SlicerEssNet.io import volume_files
+
+    requests, reads = [], []
+    runner = in_process()
+    original_start, original_read = runner.start, volume_files.read_volume
+    monkeypatch.setattr(runner, "start", lambda request: requests.append(request) or original_start(request))
+    monkeypatch.setattr(volume_files, "read_volume", lambda path, *a, **k: reads.append(Path(path).name) or
+                        original_read(path, *a, **k))
+    ct = modules["CT2MRISynthesis"]._python_module.CT2MRISynthesisTest()._ctLikeVolume()
+    logic = logic_of(modules, "LiverSegmentation", runner)
+    statuses = []
+    result = logic.process(ct, model=tiny_models["segmentation"], device="cpu", synthesizeFirst=True,
+                           synthesisModel=tiny_models["synthesis"], keepSyntheticMR=True,
+                           allowModalityMismatch=True, progressCallback=statuses.append)
+    assert len(requests) == 1
+    request = requests[0]
+    assert (request.task, request.synthesis_model, request.model) == ("segment", tiny_models["synthesis"],
+                                                                       tiny_models["segmentation"])
+    # Read in the job: the input only; read back after it: its two outputs. Nothing in between.
+    assert reads == [Path(request.input_path).name, Path(request.synthetic_output_path).name,
+                     Path(request.output_path).name]
+    assert result.segmentationNode is not None and result.syntheticVolumeNode is not None
+    assert {status.text.split(":")[0] for status in statuses[:-1]} >= {"Step 1/2 (synthesis)",
+                                                                       "Step 2/2 (liver segmentation)"}
+    # Each step keeps its own report (the chain's synthesis reports inside the job's): provenance per node.
+    assert result.syntheticVolumeNode.GetAttribute("SlicerEssNet.model") == "tiny-ct2mr"
+
+
 @pytest.mark.data
 def test_segmentation_on_real_mr_sets_reference_geometry_and_terminology(slicer, modules, shared_data, tiny_models):
     from EssNetSlicerLib.segmentation import LIVER_COLOR, LIVER_TERMINOLOGY, segmentTerminology
