@@ -11,7 +11,7 @@ from typing import Optional
 
 CT_LIVER_MODEL = "liver-unet-ct"
 MR_LIVER_MODEL = "liver-unet-mr"
-# Chosen from the data (Training/results/ship/REPORT.md, "anatomy kept"): on the 5 held-out CT patients the shipped
+# Chosen from the data (docs/results/ship/REPORT.md, "anatomy kept"): on the 5 held-out CT patients the shipped
 # CT -> MR model keeps 0.85-0.93 where its synthetic MR shows the liver well, and 0.70 on the one where it lost part
 # of it (btcv_17); the model shipped before fell to 0.41-0.45 where it lost the liver. TotalSegmentator's example CT: 0.92.
 WARN_BELOW = 0.80

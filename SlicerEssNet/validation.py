@@ -159,7 +159,7 @@ def check_volume(volume, max_bytes: int | None = None) -> None:
 def label_map_values(array: np.ndarray, max_labels: int = 256, min_equal: float = 0.75):
     """The sorted values of ``array`` when it is a label map, else None.
 
-    A label map has few non-negative integer values and is piecewise constant: along a row, a voxel that is not background
+    A label map has few non-negative integer values, mostly 0 (background), and is piecewise constant: along a row, a voxel that is not background
     nearly always has its neighbour's value. A scan (CT, MR, even an 8-bit MR with under 256 grey levels) has
     noise, so neighbouring tissue voxels differ. Read on every 4th slice, to bound the time on large volumes.
     """
@@ -174,6 +174,8 @@ def label_map_values(array: np.ndarray, max_labels: int = 256, min_equal: float 
         if len(values) > max_labels or values[0] < 0:  # labels count from 0; a CT has air at -1000
             return None
     background = values[int(np.argmax(counts))]
+    if background != 0:  # a label map's background is 0
+        return None
     left, right = sample[..., :-1], sample[..., 1:]
     tissue = (left != background) | (right != background)
     pairs = int(np.count_nonzero(tissue))

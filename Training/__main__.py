@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from .presets import ARM_RECIPES, get_preset, preset_names
+from .study.presets import ARM_RECIPES, get_preset, preset_names
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,7 +32,7 @@ def _workers(text: str):
 
 
 def _override(text: str) -> tuple:
-    from .presets import parse_option
+    from .study.presets import parse_option
 
     try:
         return parse_option(text)
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
         if arguments.command == "ship-synthesis":
             return _ship_synthesis(arguments)
         if arguments.command == "ship-report":
-            from .ship_report import write_ship_report
+            from .study.ship_report import write_ship_report
 
             try:
                 print(write_ship_report(arguments.run_dir or REPO / "runs" / "ship", arguments.out))
@@ -113,12 +113,12 @@ def main(argv=None) -> int:
                 return 1
             return 0
         if arguments.command == "report":
-            from .report import write_report
+            from .study.report import write_report
 
             print(write_report(arguments.run_dir, arguments.out))
             return 0
         if arguments.command == "label-quality":
-            from .label_quality import survey
+            from .data.label_quality import survey
 
             try:
                 print("\n".join(survey(arguments.data_root)))
@@ -126,7 +126,7 @@ def main(argv=None) -> int:
                 print(f"error: {error}", file=sys.stderr)
                 return 1
             return 0
-        from .ship import ship_models
+        from .study.ship import ship_models
 
         for line in ship_models(arguments.run_dir, REPO / "SlicerEssNet" / "models"):
             print(line)
@@ -159,8 +159,8 @@ def preset_for(arguments):
 def _run(arguments) -> int:
     from SlicerEssNet.runtime import import_torch, select_device
 
-    from .distributed import init_distributed
-    from .study import Study
+    from .stages.distributed import init_distributed
+    from .study.study import Study
 
     # Training steps are many small ops: brief spinning before sleeping (see SlicerEssNet.runtime).
     import_torch(int(os.environ["OMP_NUM_THREADS"]) if os.environ.get("OMP_NUM_THREADS") else None, wait="short_spin")
@@ -174,14 +174,14 @@ def _run(arguments) -> int:
     run_dir = arguments.run_dir or REPO / "runs" / preset.name
     workers = arguments.workers
     if workers == "auto":
-        from .job_pool import auto_workers
+        from .study.job_pool import auto_workers
 
         workers = auto_workers(str(device), context.enabled)
     study = Study(run_dir, preset, context, device=str(device), seeds=arguments.seeds, workers=workers,
                   arms=arguments.arms, synthesis_from=arguments.synthesis_from)
     study.run()
     if study.preset.run_cli_demo and context.is_main:
-        from .demo import apply_models_with_cli
+        from .study.demo import apply_models_with_cli
 
         apply_models_with_cli(study)
     return 0
@@ -192,7 +192,7 @@ def _ship_synthesis(arguments) -> int:
 
     from SlicerEssNet.runtime import import_torch, select_device
 
-    from .ship_synthesis import MODELS, train_all
+    from .study.ship_synthesis import MODELS, train_all
 
     import_torch(int(os.environ["OMP_NUM_THREADS"]) if os.environ.get("OMP_NUM_THREADS") else None, wait="short_spin")
     device, note = select_device(arguments.device)

@@ -98,3 +98,27 @@ def test_volume_io_reads_downward(module):
     modules = project_modules()
     imported = imported_modules(module, modules[module], modules)
     assert "SlicerEssNet.io.dicom_series" in imported and "SlicerEssNet.pipeline" not in imported
+
+
+TRAINING_FLOORS = ("data", "stages", "study")  # bottom to top
+
+
+def test_training_floors_import_downward_only():
+    """``Training/data`` (cohorts, slices, augmentation) stands on nothing of Training, ``stages`` (networks'
+    training loops, losses, checkpoints) on data, ``study`` (study, jobs, reports, presets, shipping) on both."""
+    modules = project_modules()
+    upward = []
+    for name, path in modules.items():
+        parts = name.split(".")
+        if parts[0] != "Training" or len(parts) < 3 or parts[1] not in TRAINING_FLOORS:
+            continue
+        level = TRAINING_FLOORS.index(parts[1])
+        for target in imported_modules(name, path, modules):
+            target_parts = target.split(".")
+            if target_parts[0] == "Training" and (len(target_parts) < 3 or target_parts[1] not in TRAINING_FLOORS):
+                upward.append(f"{name} -> {target}")  # the command line sits above every floor
+            elif target_parts[0] == "Training" and TRAINING_FLOORS.index(target_parts[1]) > level:
+                upward.append(f"{name} -> {target}")
+    assert upward == []
+    assert {name.split(".")[1] for name in modules if name.startswith("Training.") and name.count(".") >= 2} \
+        == set(TRAINING_FLOORS)

@@ -11,13 +11,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from Training.checkpoint import read_json  # noqa: E402
-from Training.presets import get_preset  # noqa: E402
+from Training.stages.checkpoint import read_json  # noqa: E402
+from Training.study.presets import get_preset  # noqa: E402
 
 
 def fake_data_root(folder):
     """10 CT and 7 MR phantoms in the BTCV / CHAOS file layout the ship run reads."""
-    from Training.phantoms import write_phantom_set
+    from Training.data.phantoms import write_phantom_set
 
     written = write_phantom_set(folder / "phantoms", 10, 7, seed=3)
     (folder / "btcv_ct").mkdir()
@@ -42,7 +42,7 @@ def tiny_ship_preset():
 
 @pytest.fixture(scope="module")
 def ship_run(tmp_path_factory):
-    from Training.ship_synthesis import train_all
+    from Training.study.ship_synthesis import train_all
 
     root = fake_data_root(tmp_path_factory.mktemp("data"))
     run_dir = tmp_path_factory.mktemp("run") / "ship"
@@ -68,11 +68,11 @@ def test_selection_scores_both_variants_and_keeps_each_best(ship_run):
 
 
 def test_the_kept_weights_are_the_ones_that_were_scored(ship_run):
-    from Training.cards import synthesis_card
-    from Training.cohorts import load_case
-    from Training.evaluate import as_loaded_model
-    from Training.judge import load_judge, shape_consistency
-    from Training.ship_synthesis import best_generators, open_run, run_cases
+    from Training.study.cards import synthesis_card
+    from Training.data.cohorts import load_case
+    from Training.study.evaluate import as_loaded_model
+    from Training.study.judge import load_judge, shape_consistency
+    from Training.study.ship_synthesis import best_generators, open_run, run_cases
 
     config = open_run(ship_run, None)
     preset = config["preset_object"]
@@ -84,7 +84,7 @@ def test_the_kept_weights_are_the_ones_that_were_scored(ship_run):
 
 
 def test_a_finished_run_resumes_as_a_no_op(ship_run):
-    from Training.ship_synthesis import train_all
+    from Training.study.ship_synthesis import train_all
 
     before = (ship_run / "essnet" / "selection.json").read_text()
     stream = io.StringIO()
@@ -94,7 +94,7 @@ def test_a_finished_run_resumes_as_a_no_op(ship_run):
 
 def test_report_exports_cards_with_recipe_and_quality(ship_run):
     from SlicerEssNet.weights import load_model
-    from Training.ship_report import write_ship_report
+    from Training.study.ship_report import write_ship_report
 
     report = write_ship_report(ship_run, log=lambda *_: None, two_sample_iterations=20, shipped_before=False)
     text = report.read_text()
@@ -114,8 +114,8 @@ def test_a_study_takes_stage_1_from_the_ship_run(ship_run, tmp_path):
     EssNet; no synthesis model is trained, every CT patient is translated once, the real arm is not retrained."""
     from pathlib import Path
 
-    from Training.report import write_report
-    from Training.study import Study
+    from Training.study.report import write_report
+    from Training.study.study import Study
 
     config = read_json(ship_run / "config.json")
     root = Path(config["cases"]["CT"][0]["image"]).parent.parent

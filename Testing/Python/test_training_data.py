@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from Training.augment import (bias_field_jitter, crop_or_pad, elastic_displacement, organ_contrast_jitter,
+from Training.data.augment import (bias_field_jitter, crop_or_pad, elastic_displacement, organ_contrast_jitter,
                               random_affine, random_appearance)
-from Training.cohorts import Case, low_data_subset, make_split, real_cases, split_patients
-from Training.sampling import batch_indices
-from Training.slices import build_slice_set, mr_intensity_spec, to_model_grid
+from Training.data.cohorts import Case, low_data_subset, make_split, real_cases, split_patients
+from Training.data.sampling import batch_indices
+from Training.data.slices import build_slice_set, mr_intensity_spec, to_model_grid
 
 
 def _cases(n, modality="MR"):
@@ -59,7 +59,7 @@ def test_model_grid_slices_match_the_inference_engine(tmp_path):
     from SlicerEssNet.inference import SliceEngine, SliceTask
     from SlicerEssNet.preprocessing import intensity_transform, volume_statistics
 
-    from Training.phantoms import MR_GEOMETRY, make_phantom
+    from Training.data.phantoms import MR_GEOMETRY, make_phantom
 
     image, labels = make_phantom(2, "MR", **MR_GEOMETRY)
     grid = {"mode": "spacing", "spacing_mm": 4.0, "size": 64, "multiple_of": 16}

@@ -15,12 +15,12 @@ import sys, json, dataclasses
 sys.path.insert(0, {repo!r})
 import torch
 torch.set_num_threads(1)
-from Training.distributed import init_distributed, unwrap
-from Training.essnet import EssNetModel
-from Training.presets import SynthesisOptions, get_preset
-from Training.sampling import batch_indices
-from Training.train_segmentation import train_segmentation
-from Training.slices import SliceSet
+from Training.stages.distributed import init_distributed, unwrap
+from Training.stages.essnet import EssNetModel
+from Training.study.presets import SynthesisOptions, get_preset
+from Training.data.sampling import batch_indices
+from Training.stages.train_segmentation import train_segmentation
+from Training.data.slices import SliceSet
 
 context = init_distributed()
 assert context.world_size == 2 and context.backend == "gloo"

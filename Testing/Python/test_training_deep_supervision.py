@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from SlicerEssNet.networks import build_network
-from Training.cohorts import phantom_cases
-from Training.deep_supervision import DeepSupervisionLoss, WithDeepSupervision
-from Training.losses import CEDiceLoss
-from Training.presets import get_preset
-from Training.slices import build_slice_set
-from Training.train_segmentation import build_optimizer
+from Training.data.cohorts import phantom_cases
+from Training.stages.deep_supervision import DeepSupervisionLoss, WithDeepSupervision
+from Training.stages.losses import CEDiceLoss
+from Training.study.presets import get_preset
+from Training.data.slices import build_slice_set
+from Training.stages.train_segmentation import build_optimizer
 
 from tiny_arm import no_hooks_left, train_tiny_arm
 
@@ -75,7 +75,7 @@ def test_the_optimizer_option_builds_sgd_or_adam_and_names_a_typo():
 
 
 def test_the_report_says_which_heads_and_optimizer_stage_2_trained_with():
-    from Training.report import _stage2_recipe
+    from Training.study.report import _stage2_recipe
 
     cpu = get_preset("cpu").to_dict()
     assert cpu["segmentation"]["deep_supervision"] == 3

@@ -11,7 +11,7 @@ import pytest
 
 
 def _micro_preset():
-    from Training.presets import get_preset
+    from Training.study.presets import get_preset
 
     preset = get_preset("demo")
     preset.data = dataclasses.replace(preset.data, phantom_ct_patients=3, phantom_mr_patients=4, ct_val_patients=1,
@@ -34,10 +34,10 @@ def test_micro_study_end_to_end(tmp_path, capsys):
 
     from SlicerEssNet.model_store import ModelStore
     from SlicerEssNet.weights import load_model
-    from Training.demo import apply_models_with_cli
-    from Training.report import write_report
-    from Training.ship import ship_models
-    from Training.study import Study
+    from Training.study.demo import apply_models_with_cli
+    from Training.study.report import write_report
+    from Training.study.ship import ship_models
+    from Training.study.study import Study
 
     run_dir = tmp_path / "run"
     log = io.StringIO()
@@ -164,7 +164,7 @@ def _pooled_scores_of_the_best_checkpoint(study, folder: str) -> tuple:
     from SlicerEssNet.networks import build_network
     from SlicerEssNet.pipeline import segment
     from SlicerEssNet.weights import LoadedModel
-    from Training.checkpoint import load_checkpoint
+    from Training.stages.checkpoint import load_checkpoint
 
     card = study.scoring_card(0)
     network = build_network(card.architecture)
@@ -193,7 +193,7 @@ def test_the_scores_of_a_model_whose_masks_are_known(tmp_path):
 
     from SlicerEssNet.volume import Volume
     from SlicerEssNet.weights import LoadedModel, create_untrained_model, load_model
-    from Training.evaluate import mean_volume_dice, score_segmentation
+    from Training.study.evaluate import mean_volume_dice, score_segmentation
 
     class MarkBright(torch.nn.Module):
         def forward(self, x):  # class 1 wherever the normalised intensity is above 0
@@ -232,7 +232,7 @@ def test_the_scores_of_a_model_whose_masks_are_known(tmp_path):
 
 def test_no_seg_flag_trains_only_the_ablation_and_drops_the_essnet_arms(tmp_path):
     from Training.__main__ import main
-    from Training.study import Study
+    from Training.study.study import Study
 
     preset = _micro_preset()
     preset.synthesis = dataclasses.replace(preset.synthesis, seg_weight=0.0)  # what --no-seg sets
@@ -246,7 +246,7 @@ def test_no_seg_flag_trains_only_the_ablation_and_drops_the_essnet_arms(tmp_path
 
 def test_command_line_options_change_a_copy_of_the_preset():
     from Training.__main__ import build_parser, preset_for
-    from Training.presets import get_preset
+    from Training.study.presets import get_preset
 
     arguments = build_parser().parse_args(["run", "--preset", "cpu", "--identity", "0.5", "--no-seg", "--seeds", "3", "4"])
     preset = preset_for(arguments)
@@ -260,7 +260,7 @@ def test_command_line_options_change_a_copy_of_the_preset():
 
 def test_set_changes_any_option_with_its_own_type_and_arms_choose_the_arms():
     from Training.__main__ import build_parser, preset_for
-    from Training.presets import get_preset
+    from Training.study.presets import get_preset
 
     arguments = build_parser().parse_args([
         "run", "--preset", "cpu", "--set", "data.organ_gamma=0.3", "--set", "segmentation.iterations=3000",
@@ -280,8 +280,8 @@ def test_set_changes_any_option_with_its_own_type_and_arms_choose_the_arms():
 
 
 def test_the_report_judges_the_time_target_on_a_whole_cpu_seed_only():
-    from Training.presets import get_preset
-    from Training.report import _time_target_lines
+    from Training.study.presets import get_preset
+    from Training.study.report import _time_target_lines
 
     preset = get_preset("cpu").to_dict()
     timings = {"seed0/arm_real": 1800.0, "seed0/stage1_essnet": 1200.0, "seed0/arm_real+ct": 600.0,
@@ -311,7 +311,7 @@ def test_the_report_judges_the_time_target_on_a_whole_cpu_seed_only():
 
 def test_the_report_names_the_options_that_regenerate_a_changed_run():
     from Training.__main__ import build_parser, preset_for
-    from Training.report import _changed_options
+    from Training.study.report import _changed_options
 
     arguments = build_parser().parse_args(["run", "--preset", "cpu", "--arms", "real", "monai", "--set",
                                            "data.organ_gamma=0.5", "--set", "segmentation.autocast_bf16=false"])
@@ -338,7 +338,7 @@ def test_importing_the_training_command_leaves_torch_unloaded():
 
 def _micro_study_of_arms(tmp_path, arms):
     """``(preset, study, results)`` of a micro study of ``arms`` alone, none of which needs a synthesis model."""
-    from Training.study import Study
+    from Training.study.study import Study
 
     preset = _micro_preset()
     preset.arms = arms
@@ -348,8 +348,8 @@ def _micro_study_of_arms(tmp_path, arms):
 
 
 def test_a_run_of_real_only_arms_trains_no_synthesis_model(tmp_path):
-    from Training.report import write_report
-    from Training.study import Study
+    from Training.study.report import write_report
+    from Training.study.study import Study
 
     preset, study, results = _micro_study_of_arms(tmp_path, ("real", "monai"))
     run_dir = study.run_dir
@@ -365,8 +365,8 @@ def test_a_run_of_real_only_arms_trains_no_synthesis_model(tmp_path):
 
 
 def test_the_ct_arm_learns_from_restyled_ct_slices_and_trains_no_synthesis_model(tmp_path, monkeypatch):
-    import Training.train_segmentation as loop
-    from Training.report import write_report
+    import Training.stages.train_segmentation as loop
+    from Training.study.report import write_report
 
     restyled = []
     original = loop.random_appearance
@@ -383,7 +383,7 @@ def test_the_ct_arm_learns_from_restyled_ct_slices_and_trains_no_synthesis_model
 
 
 def test_more_seeds_can_be_added_to_an_existing_run(tmp_path):
-    from Training.study import Study
+    from Training.study.study import Study
 
     first = Study(tmp_path / "run", _micro_preset())
     assert first.preset.seeds == (0,)
@@ -397,8 +397,8 @@ def test_more_seeds_can_be_added_to_an_existing_run(tmp_path):
 def test_stage1_gate_retrains_a_failed_synthesis_model_from_another_seed(tmp_path):
     """An attempt under the gate is trained again from seed + 1000 in its own folders; the best attempt is kept,
     its synthetic MR trains the mixed arms, and the report names every attempt."""
-    from Training.report import write_report
-    from Training.study import Study
+    from Training.study.report import write_report
+    from Training.study.study import Study
 
     preset = _micro_preset()
     preset.seeds = (0,)
@@ -434,10 +434,10 @@ def test_the_paper_preset_builds_the_papers_networks_on_a_grid_they_fit():
     counts of the brief: ResNet-9 generator 11,365,633, PatchGAN 2,762,689, U-Net 31,036,481 plus one more
     output channel of 64 weights + 1 bias for the two-class head) on 256 px slices of 1.25 mm."""
     from SlicerEssNet.networks import build_network
-    from Training.cards import segmentation_card, synthesis_card
-    from Training.essnet import discriminator_architecture, generator_architecture
-    from Training.presets import get_preset
-    from Training.segmentation_models import unet_architecture
+    from Training.study.cards import segmentation_card, synthesis_card
+    from Training.stages.essnet import discriminator_architecture, generator_architecture
+    from Training.study.presets import get_preset
+    from Training.stages.segmentation_models import unet_architecture
 
     preset = get_preset("paper")
 
@@ -456,8 +456,8 @@ def test_the_paper_preset_builds_the_papers_networks_on_a_grid_they_fit():
 def test_the_preset_names_the_shipped_arm_else_the_best_full_data_arm_ships():
     from types import SimpleNamespace
 
-    from Training.presets import get_preset
-    from Training.study import Study
+    from Training.study.presets import get_preset
+    from Training.study.study import Study
 
     def dice(value):
         return {"mean_dice": {"mean": value}}

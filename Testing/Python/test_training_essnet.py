@@ -6,8 +6,8 @@ import dataclasses
 
 import torch
 
-from Training.essnet import EssNetModel
-from Training.presets import SynthesisOptions
+from Training.stages.essnet import EssNetModel
+from Training.study.presets import SynthesisOptions
 
 TINY = SynthesisOptions(ngf=4, ndf=4, seg_ngf=4, n_blocks=1, seg_n_blocks=1, crop=32, iterations=10, decay_from=5,
                         pool_size=2, autocast_bf16=False)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from Training.label_quality import (nearest_resampling_dice, old_spacing_from_repeats, repeated_label_slices,
+from Training.data.label_quality import (nearest_resampling_dice, old_spacing_from_repeats, repeated_label_slices,
                                     survey)
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from Training.image_pool import ImagePool
-from Training.losses import CEDiceLoss, CycleL1Loss, LSGANLoss, SoftDiceLoss
-from Training.schedule import linear_decay_factor
+from Training.stages.image_pool import ImagePool
+from Training.stages.losses import CEDiceLoss, CycleL1Loss, LSGANLoss, SoftDiceLoss
+from Training.stages.schedule import linear_decay_factor
 
 
 def test_lsgan_targets_are_one_for_real_and_zero_for_fake():

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from SlicerEssNet.networks import build_network
-from Training.cohorts import load_case, phantom_cases
-from Training.organ_head import OrganLoss, WithOrganHead
-from Training.presets import get_preset
-from Training.slices import build_slice_set, intensity_spec, to_model_grid
+from Training.data.cohorts import load_case, phantom_cases
+from Training.stages.organ_head import OrganLoss, WithOrganHead
+from Training.study.presets import get_preset
+from Training.data.slices import build_slice_set, intensity_spec, to_model_grid
 
 from tiny_arm import no_hooks_left, train_tiny_arm
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from Training.other_mr import other_mr_case, score_other_mr
-from Training.report import _other_mr_lines
+from Training.study.other_mr import other_mr_case, score_other_mr
+from Training.study.report import _other_mr_lines
 
 
 def test_other_mr_case_reads_the_liver_of_the_outline(shared_data):
@@ -21,7 +21,7 @@ def test_other_mr_case_reads_the_liver_of_the_outline(shared_data):
 
 def test_scores_match_an_independent_overlap_filter(shared_data, repo_root, tmp_path):
     from SlicerEssNet.weights import load_model
-    from Training.evaluate import predict
+    from Training.study.evaluate import predict
 
     loaded = load_model(repo_root / "SlicerEssNet" / "models" / "liver-unet-mr.safetensors")
     case = other_mr_case(shared_data)

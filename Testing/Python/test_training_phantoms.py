@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from Training.phantoms import (CT_GEOMETRY, CT_VALUES, LIVER, MR_GEOMETRY, SPLEEN, make_phantom, voxel_points,
+from Training.data.phantoms import (CT_GEOMETRY, CT_VALUES, LIVER, MR_GEOMETRY, SPLEEN, make_phantom, voxel_points,
                                write_phantom_set)
 
 

@@ -17,11 +17,11 @@ import sys, dataclasses
 sys.path.insert(0, {repo!r})
 import torch
 torch.set_num_threads(1)
-from Training.presets import get_preset
-from Training.cohorts import phantom_cases
-from Training.slices import build_slice_set
-from Training.train_synthesis import train_synthesis
-from Training.distributed import DistributedContext
+from Training.study.presets import get_preset
+from Training.data.cohorts import phantom_cases
+from Training.data.slices import build_slice_set
+from Training.stages.train_synthesis import train_synthesis
+from Training.stages.distributed import DistributedContext
 preset = get_preset("demo")
 preset.synthesis = dataclasses.replace(preset.synthesis, ngf=4, ndf=4, seg_ngf=4, n_blocks=1, seg_n_blocks=1,
                                        crop=32, iterations={total}, decay_from=10, checkpoint_every=5, pool_size=3)
@@ -32,7 +32,7 @@ pause_at, marker = {pause_at!r}, {marker!r}
 if pause_at is not None:
     # Stop before training iteration pause_at and wait there to be killed: the kill lands at a known point.
     import os, time
-    import Training.train_synthesis as stage
+    import Training.stages.train_synthesis as stage
     run_loop = stage.run_loop
 
     def paused_run_loop(*args, step, **options):

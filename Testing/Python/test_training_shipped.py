@@ -105,7 +105,7 @@ def test_shipped_generator_keeps_the_anatomy_its_card_claims(repo_root, shared_d
     pytest.importorskip("torch")
     from SlicerEssNet.io.volume_files import read_volume
     from SlicerEssNet.weights import load_model
-    from Training.judge import load_judge, shape_consistency
+    from Training.study.judge import load_judge, shape_consistency
 
     if "essnet-ct2mr" not in _entries(repo_root):
         pytest.skip("no synthesis model shipped yet")

@@ -1,7 +1,7 @@
 """The study's progress line: jobs done of those planned, and the time left from the finished jobs' times."""
 from __future__ import annotations
 
-from Training.study_progress import StudyProgress, describe, format_minutes
+from Training.study.study_progress import StudyProgress, describe, format_minutes
 
 
 def test_time_left_is_the_mean_of_finished_jobs_of_the_same_kind_else_of_all():

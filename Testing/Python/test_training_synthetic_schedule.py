@@ -6,11 +6,11 @@ import dataclasses
 
 import pytest
 
-from Training.cohorts import phantom_cases
-from Training.distributed import DistributedContext
-from Training.presets import get_preset
-from Training.slices import build_slice_set
-from Training.train_segmentation import train_segmentation
+from Training.data.cohorts import phantom_cases
+from Training.stages.distributed import DistributedContext
+from Training.study.presets import get_preset
+from Training.data.slices import build_slice_set
+from Training.stages.train_segmentation import train_segmentation
 
 GRID = {"mode": "spacing", "spacing_mm": 8.0, "size": 48, "multiple_of": 16}
 
@@ -57,7 +57,7 @@ def test_synthetic_first_then_real_alone(tmp_path, slice_sets):
 
 def test_random_appearance_reaches_the_slices_it_is_asked_for(tmp_path, slice_sets, monkeypatch):
     """``real+ct`` restyles every CT slice and no real one; ``data.random_appearance`` restyles real slices."""
-    import Training.train_segmentation as loop
+    import Training.stages.train_segmentation as loop
 
     calls = []
 
@@ -84,7 +84,7 @@ def test_batches_reach_the_network_in_channels_last(tmp_path, slice_sets):
     changes the speed, not what the network computes."""
     import torch
 
-    from Training.deep_supervision import WithDeepSupervision
+    from Training.stages.deep_supervision import WithDeepSupervision
 
     layouts = []
     original = WithDeepSupervision.forward

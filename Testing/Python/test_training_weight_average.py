@@ -7,11 +7,11 @@ import dataclasses
 import pytest
 import torch
 
-from Training.distributed import DistributedContext
-from Training.presets import get_preset
-from Training.slices import SliceSet
-from Training.train_segmentation import train_segmentation
-from Training.weight_average import WeightAverage
+from Training.stages.distributed import DistributedContext
+from Training.study.presets import get_preset
+from Training.data.slices import SliceSet
+from Training.stages.train_segmentation import train_segmentation
+from Training.stages.weight_average import WeightAverage
 
 
 def _network():

@@ -35,7 +35,7 @@ def _train_once_a_second_job_started(run_dir, job, *args):
     it can end) until another job's worker has done so, and writes ``meeting/met``. ``met`` exists only if a second
     job started while the first was still running: overlap shown by events, not by clocks. A pool that runs its
     jobs one after the other never writes it (its first job gives up waiting after 120 s)."""
-    from Training.study import train_in_worker
+    from Training.study.study import train_in_worker
 
     meeting = Path(run_dir).parent / "meeting"
     meeting.mkdir(exist_ok=True)
@@ -58,8 +58,8 @@ def _train_once_a_second_job_started(run_dir, job, *args):
 
 @pytest.mark.slow
 def test_two_workers_give_the_results_of_one_process_and_run_jobs_side_by_side(tmp_path, monkeypatch):
-    from Training import study
-    from Training.study import Study
+    from Training.study import study
+    from Training.study.study import Study
 
     # Spawned workers unpickle their target by name: this module is importable there (the parent's sys.path).
     monkeypatch.setattr(study, "train_in_worker", _train_once_a_second_job_started)
@@ -101,8 +101,8 @@ def test_two_workers_give_the_results_of_one_process_and_run_jobs_side_by_side(t
 @pytest.mark.slow
 def test_the_next_seeds_first_jobs_are_queued_before_the_seed_ends(tmp_path, monkeypatch):
     """No worker waits idle while a seed's last arms train: the next seed's jobs are queued behind them."""
-    from Training.job_pool import JobPool
-    from Training.study import Study
+    from Training.study.job_pool import JobPool
+    from Training.study.study import Study
 
     events = []
     submit, run_seed = JobPool.submit, Study.run_seed
@@ -129,8 +129,8 @@ def test_the_next_seeds_first_jobs_are_queued_before_the_seed_ends(tmp_path, mon
 
 @pytest.mark.slow
 def test_a_job_that_fails_in_its_worker_stops_the_study_with_one_line_and_leaves_no_result(tmp_path):
-    from Training.job_pool import TrainingJobFailed
-    from Training.study import Study
+    from Training.study.job_pool import TrainingJobFailed
+    from Training.study.study import Study
 
     # The two heads cannot be combined: train_segmentation refuses, inside the worker.
     preset = _micro(("real", "monai"), "segmentation", deep_supervision=1, organ_weight=0.5)
@@ -147,7 +147,7 @@ def test_a_job_that_fails_in_its_worker_stops_the_study_with_one_line_and_leaves
 @pytest.mark.slow
 def test_the_gate_retries_through_the_workers(tmp_path):
     """A failed synthesis model is trained again by a worker, ahead of everything waiting on it."""
-    from Training.study import Study
+    from Training.study.study import Study
 
     preset = _micro(("real", "real+essnet"), "synthesis", min_shape_consistency=1.01, max_attempts=2)
     run_dir = tmp_path / "run"
@@ -161,7 +161,7 @@ def test_the_gate_retries_through_the_workers(tmp_path):
 
 
 def test_auto_workers_share_the_cores_on_a_cpu_and_stay_one_elsewhere(monkeypatch):
-    from Training.job_pool import auto_workers
+    from Training.study.job_pool import auto_workers
 
     for threads, expected in (("1", 1), ("2", 2), ("3", 2), ("8", 4), ("32", 6)):
         monkeypatch.setenv("OMP_NUM_THREADS", threads)
@@ -173,8 +173,8 @@ def test_auto_workers_share_the_cores_on_a_cpu_and_stay_one_elsewhere(monkeypatc
 
 def test_workers_on_the_command_line(tmp_path):
     from Training.__main__ import build_parser
-    from Training.study import Study
-    from Training.distributed import DistributedContext
+    from Training.study.study import Study
+    from Training.stages.distributed import DistributedContext
 
     parser = build_parser()
     assert parser.parse_args(["run"]).workers == "auto"

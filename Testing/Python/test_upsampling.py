@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 from SlicerEssNet.errors import ArchitectureMismatchError  # noqa: E402
 from SlicerEssNet.networks import build_network, init_weights  # noqa: E402
 from SlicerEssNet.networks.resnet_generator import upsample_block  # noqa: E402
-from Training.synthesis_quality import nyquist_ratio  # noqa: E402
+from Training.study.synthesis_quality import nyquist_ratio  # noqa: E402
 
 
 def smooth_positive_features(channels: int = 4, size: int = 16):
@@ -72,8 +72,8 @@ def test_both_upsamplings_have_the_same_parameter_count_and_an_unknown_one_is_re
 
 
 def test_the_card_records_the_upsampling_and_cards_without_it_mean_transposed():
-    from Training.essnet import generator_architecture
-    from Training.presets import get_preset
+    from Training.stages.essnet import generator_architecture
+    from Training.study.presets import get_preset
 
     assert generator_architecture(get_preset("ship").synthesis)["upsampling"] == "resize"
     assert generator_architecture(get_preset("paper").synthesis)["upsampling"] == "transposed"

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from SlicerEssNet.networks.unet import UNet
-from Training.distributed import DistributedContext
-from Training.presets import get_preset
-from Training.train_segmentation import train_segmentation
+from Training.stages.distributed import DistributedContext
+from Training.study.presets import get_preset
+from Training.stages.train_segmentation import train_segmentation
 
 
 def no_hooks_left(network) -> bool:

@@ -28,7 +28,7 @@ from SlicerEssNet.runtime import WAIT_POLICIES, WAIT_VARIABLES, import_torch  # 
 def essnet_steps(options, crop: int, steps: int):
     import torch
 
-    from Training.essnet import EssNetModel
+    from Training.stages.essnet import EssNetModel
 
     model = EssNetModel(options, seed=0)
     generator = torch.Generator().manual_seed(0)
@@ -48,7 +48,7 @@ def unet_steps(options, crop: int, steps: int, bf16: bool, channels_last: bool =
     (``train_segmentation``), else NCHW, for the layout table."""
     import torch
 
-    from Training.segmentation_models import build_segmentation_model
+    from Training.stages.segmentation_models import build_segmentation_model
 
     torch.manual_seed(0)
     network, loss_function = build_segmentation_model("classic", options)
@@ -78,7 +78,7 @@ def unet_steps(options, crop: int, steps: int, bf16: bool, channels_last: bool =
 
 def measure(preset_name: str, steps: int) -> list:
     """``[(title, {False: (rate, losses), True: (rate, losses)})]`` in this process (fp32 and bf16 autocast)."""
-    from Training.presets import get_preset
+    from Training.study.presets import get_preset
 
     preset = get_preset(preset_name)
     rows = []
@@ -96,7 +96,7 @@ def measure(preset_name: str, steps: int) -> list:
 
 def measure_layouts(preset_name: str, steps: int) -> dict:
     """``{channels_last: (rate, losses)}`` of the U-Net step with the preset's precision, NCHW then NHWC."""
-    from Training.presets import get_preset
+    from Training.study.presets import get_preset
 
     segmentation = get_preset(preset_name).segmentation
     return {layout: unet_steps(segmentation, segmentation.crop, steps, segmentation.autocast_bf16, layout)
@@ -108,7 +108,7 @@ BUSY_NEIGHBOUR = "import time\nend = time.time() + 120\nwhile time.time() < end:
 
 def beside_busy_neighbour(preset_name: str, steps: int) -> float:
     """Samples/s of the stage-1 step (fp32, the preset's crop) with one CPU-bound process on the same cores."""
-    from Training.presets import get_preset
+    from Training.study.presets import get_preset
 
     synthesis = get_preset(preset_name).synthesis
     neighbour = subprocess.Popen([sys.executable, "-c", BUSY_NEIGHBOUR])

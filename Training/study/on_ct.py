@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .checkpoint import read_json, write_json
-from .cohorts import load_case
+from ..data.cohorts import load_case
+from ..stages.checkpoint import read_json, write_json
 from .evaluate import as_loaded_model, score_segmentation
 
 DIRECT, THROUGH_MR = "direct", "through_synthetic_mr"

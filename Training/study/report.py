@@ -339,7 +339,7 @@ def _on_ct_lines(results: dict) -> list:
     arms = on_ct.get("arms") or {}
     if not arms:
         return []
-    from .slices import ct_intensity_spec  # brings torch: only when a report has this section
+    from ..data.slices import ct_intensity_spec  # brings torch: only when a report has this section
 
     patients, window = results["split"]["CT"]["val"], ct_intensity_spec()
     lines = ["## On CT (a check, not a target)", "",

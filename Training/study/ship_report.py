@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import read_json, write_json
-from .cohorts import load_case
+from ..data.cohorts import load_case
+from ..stages.checkpoint import read_json, write_json
 from .ship_synthesis import MODELS, best_generators, open_run, run_cases
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "SlicerEssNet" / "models"
 TITLES = {"essnet": "EssNet", "cyclegan": "CycleGAN (ablation)", "before": "EssNet shipped before (cpu preset)"}
 LOW_SHAPE_CONSISTENCY = 0.80  # the floor for any one held-out patient
@@ -83,10 +83,10 @@ def measure(run_dir, config: dict, log=print, two_sample_iterations: int = 600, 
 
     from SlicerEssNet.weights import load_model
 
-    from .evaluate import as_loaded_model
+    from ..data.slices import build_slice_set, intensity_spec, to_model_grid
     from .cards import model_grid, synthesis_card
+    from .evaluate import as_loaded_model
     from .judge import load_judge, shape_consistency, synthetic_mr
-    from .slices import build_slice_set, intensity_spec, to_model_grid
     from .synthesis_quality import liver_slices, nyquist_ratio, two_sample_test
 
     run_dir = Path(run_dir)
@@ -247,7 +247,7 @@ def selection_curves(run_dir, path: Path) -> None:
                 axes[0].plot(x, y, style, marker=".", label=f"{tag} {variant}")
         checkpoint = Path(run_dir) / tag / "checkpoint.pt"
         if checkpoint.exists():
-            from .checkpoint import load_checkpoint
+            from ..stages.checkpoint import load_checkpoint
 
             history = load_checkpoint(checkpoint)["history"]
             points = [(h["iteration"], h["cycle"]) for h in history if "cycle" in h]
@@ -276,7 +276,7 @@ def markdown(config: dict, quality: dict, figures: list) -> str:
              f"average (decay {options.ema_decay:g}) on CT {', '.join(split['select'])}; the best is kept. "
              f"Scores below are on CT {', '.join(split['val'])}, which played no part in training or choosing.", "",
              "Regenerate: `python -m Training ship-synthesis` (train or resume), then "
-             "`python -m Training ship-report --out Training/results/ship`.", "",
+             "`python -m Training ship-report --out docs/results/ship`.", "",
              "| model | chosen | shape consistency (mean) | lowest patient | two-sample accuracy (95 % CI) | "
              "Nyquist ratio |", "|---|---|---|---|---|---|"]
     for tag in ("essnet", "cyclegan", "before"):

@@ -1,6 +1,8 @@
 """Learning-rate schedule of CycleGAN/EssNet: constant, then linear decay to zero (per iteration here)."""
 from __future__ import annotations
 
+OPTIMIZERS = ("adam", "sgd")  # the choices of segmentation.optimizer
+
 
 def linear_decay_factor(iteration: int, decay_from: int, total: int) -> float:
     """Multiplier of the base LR at ``iteration`` (0-based): 1 until ``decay_from``, then linearly to 0 at

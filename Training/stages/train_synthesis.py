@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..data.sampling import batch_indices, iteration_generator
 from .essnet import EssNetModel
 from .loop import job_done, mark_done, run_loop
-from .sampling import batch_indices, iteration_generator
 
 
 def synthesis_options(preset, essnet: bool):

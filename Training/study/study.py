@@ -23,21 +23,21 @@ import types
 from functools import cached_property
 from pathlib import Path
 
+from ..data.cohorts import load_case, make_split, phantom_cases, real_cases, select
+from ..data.slices import build_slice_set, intensity_spec
+from ..stages.checkpoint import read_json, write_json
+from ..stages.distributed import DistributedContext, unwrap
+from ..stages.loop import job_done
+from ..stages.train_segmentation import train_segmentation
+from ..stages.train_synthesis import train_synthesis
 from .cards import segmentation_card, synthesis_card
-from .checkpoint import read_json, write_json
-from .cohorts import load_case, make_split, phantom_cases, real_cases, select
-from .distributed import DistributedContext, unwrap
 from .evaluate import as_loaded_model, mean_sd, mean_volume_dice, score_segmentation
 from .job_pool import Job, JobPool, start_worker
-from .loop import job_done
 from .on_ct import score_on_ct
 from .other_mr import other_mr_case, score_other_mr
 from .presets import ARM_RECIPES, RESTYLED_CT, choose_shipped_arm, preset_from_dict
 from .report import write_report
-from .slices import build_slice_set, intensity_spec
 from .study_progress import StudyProgress
-from .train_segmentation import train_segmentation
-from .train_synthesis import train_synthesis
 from .translate import contact_sheet, sheet_rows, translate_cases
 
 SUMMARY_METRICS = ("pooled_dice_2d", "pooled_iou_2d", "mean_dice", "mean_ravd", "mean_assd", "mean_mssd",
@@ -130,7 +130,7 @@ class Study:
 
     @staticmethod
     def _cases_from(recorded: dict) -> dict:
-        from .cohorts import Case
+        from ..data.cohorts import Case
 
         return {modality: [Case(**{**c, "other_organs": tuple(c.get("other_organs", ()))}) for c in cases]
                 for modality, cases in recorded.items()}
@@ -501,7 +501,7 @@ class Study:
             if runs:
                 shape[tag] = {metric: mean_sd([r[metric] for r in runs]) for metric in SUMMARY_METRICS}
         self._last = per_seed
-        from .label_quality import label_survey
+        from ..data.label_quality import label_survey
 
         return {"preset": self.preset.to_dict(), "split": self.split, "seeds": list(self.preset.seeds),
                 "label_quality": label_survey(self.cases["MR"], self.cases["CT"]),

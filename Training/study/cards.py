@@ -1,9 +1,9 @@
 """Model cards for everything Training produces: the same grid and intensity specs the slices were made with."""
 from __future__ import annotations
 
-from .essnet import generator_architecture
-from .segmentation_models import unet_architecture
-from .slices import grid_card, intensity_spec
+from ..data.slices import grid_card, intensity_spec
+from ..stages.essnet import generator_architecture
+from ..stages.segmentation_models import unet_architecture
 
 # Synthetic MR is documented on a 0-1000 scale; synthetic CT comes back in HU over the training window.
 MR_OUTPUT = {"kind": "linear", "low": 0, "high": 1000}

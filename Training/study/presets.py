@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
+from ..stages.schedule import OPTIMIZERS
+
 
 RESTYLED_CT = "ct"  # the synthetic source that is the CT slices themselves, each given a random appearance
 ARM_RECIPES = {
@@ -261,7 +263,7 @@ def preset_from_dict(values: dict) -> Preset:
 # --- options as text: ``python -m Training run --set SECTION.FIELD=VALUE`` and the reports' regenerate line -------
 OPTION_SECTIONS = {"data": DataOptions, "synthesis": SynthesisOptions, "segmentation": SegmentationOptions}
 NOT_RECIPE = {("data", "data_root")}  # where the data lives, not how the study trains
-OPTION_CHOICES = {("data", "source"): ("real", "phantoms"), ("segmentation", "optimizer"): ("adam", "sgd"),
+OPTION_CHOICES = {("data", "source"): ("real", "phantoms"), ("segmentation", "optimizer"): OPTIMIZERS,
                   ("synthesis", "upsampling"): ("transposed", "resize")}
 
 

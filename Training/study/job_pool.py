@@ -21,8 +21,8 @@ from pathlib import Path
 
 from SlicerEssNet.errors import EssNetError
 
-from .checkpoint import read_json, write_json
-from .loop import job_done
+from ..stages.checkpoint import read_json, write_json
+from ..stages.loop import job_done
 
 
 class TrainingJobFailed(EssNetError):

@@ -20,8 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from .checkpoint import load_checkpoint, read_json, save_checkpoint, write_json
-from .cohorts import load_case, make_split, real_cases, select
+from ..data.cohorts import load_case, make_split, real_cases, select
+from ..stages.checkpoint import load_checkpoint, read_json, save_checkpoint, write_json
 
 MODELS = {"essnet": True, "cyclegan": False}  # tag -> with the segmentation branch
 VARIANTS = ("live", "average")  # the generators as trained, and their moving average
@@ -61,7 +61,7 @@ def open_run(run_dir, preset, data_root=None) -> dict:
 
 
 def run_cases(config: dict, modality: str, part: str) -> list:
-    from .cohorts import Case
+    from ..data.cohorts import Case
 
     cases = [Case(**{**c, "other_organs": tuple(c.get("other_organs", ()))}) for c in config["cases"][modality]]
     return select(cases, config["split"][modality][part])
@@ -108,15 +108,15 @@ def train_selected(job_dir, config: dict, tag: str, device: str = "cpu", stream=
 
     from SlicerEssNet.geometry import GridSpec  # noqa: F401  (imported before the loop: no lazy import mid-run)
 
+    from ..data.slices import build_slice_set
+    from ..stages.distributed import DistributedContext, unwrap
+    from ..stages.essnet import EssNetModel
+    from ..stages.loop import job_done, mark_done, run_loop
+    from ..stages.train_synthesis import synthesis_options, unpaired_step
+    from ..stages.weight_average import WeightAverage
     from .cards import model_grid, synthesis_card
-    from .distributed import DistributedContext, unwrap
-    from .essnet import EssNetModel
     from .evaluate import as_loaded_model
     from .judge import load_judge
-    from .loop import job_done, mark_done, run_loop
-    from .slices import build_slice_set
-    from .train_synthesis import synthesis_options, unpaired_step
-    from .weight_average import WeightAverage
 
     preset = config["preset_object"]
     essnet = MODELS[tag]
@@ -210,7 +210,7 @@ def best_generators(job_dir, preset, tag: str):
 
     from SlicerEssNet.networks import build_network
 
-    from .essnet import generator_architecture
+    from ..stages.essnet import generator_architecture
 
     record = read_json(Path(job_dir) / "selection.json")
     if not record or not record["best"]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-JUDGE = Path(__file__).resolve().parent / "judge" / "liver-unet-mr.safetensors"
+JUDGE = Path(__file__).resolve().parents[1] / "judge" / "liver-unet-mr.safetensors"
 
 
 def load_judge():

@@ -10,7 +10,7 @@ import warnings
 
 import numpy as np
 
-from .cohorts import load_case
+from ..data.cohorts import load_case
 
 PER_VOLUME = ("dice", "iou", "ravd", "assd", "mssd", "hd95")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cohorts import Case, load_case
+from ..data.cohorts import Case, load_case
 from .evaluate import predict
 
 

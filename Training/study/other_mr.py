@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .cohorts import DEFAULT_DATA_ROOT
+from ..data.cohorts import DEFAULT_DATA_ROOT
 from .evaluate import PER_VOLUME, as_loaded_model, mean_sd, predict
 
 IMAGE = "totalseg_examples/example_mr_sm.nii.gz"

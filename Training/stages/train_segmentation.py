@@ -9,15 +9,14 @@ import torch
 
 from SlicerEssNet.runtime import convolution_memory_format
 
-from .augment import bias_field_jitter, organ_contrast_jitter, random_appearance
+from ..data.augment import bias_field_jitter, organ_contrast_jitter, random_appearance
+from ..data.sampling import batch_indices, iteration_generator
 from .checkpoint import load_checkpoint, save_checkpoint
 from .deep_supervision import DeepSupervisionLoss, WithDeepSupervision
 from .distributed import unwrap
 from .loop import job_done, mark_done, run_loop
 from .organ_head import OrganLoss, WithOrganHead
-from .presets import OPTION_CHOICES
-from .sampling import batch_indices, iteration_generator
-from .schedule import set_learning_rate
+from .schedule import OPTIMIZERS, set_learning_rate
 from .segmentation_models import build_segmentation_model
 from .weight_average import WeightAverage
 
@@ -155,7 +154,7 @@ def build_optimizer(parameters, options):
         return torch.optim.SGD(list(parameters), lr=options.lr, momentum=0.99, nesterov=True,
                                weight_decay=options.weight_decay)
     if options.optimizer != "adam":
-        choices = ", ".join(OPTION_CHOICES[("segmentation", "optimizer")])
+        choices = ", ".join(OPTIMIZERS)
         raise ValueError(f"segmentation.optimizer {options.optimizer!r} is not one of {choices}")
     return adam(parameters, options)
 
