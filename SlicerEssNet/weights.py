@@ -75,6 +75,9 @@ def locate_model(path_or_card_path) -> Tuple[Path, Path]:
             raise WeightsError(
                 f"{path} is not a weights file SlicerEssNet reads: give a .safetensors file (or a .pt/.pth/.ckpt "
                 f"state dict) with its model card")
+        elif path.name == str(path_or_card_path):  # a bare name: the store finds (or downloads) it
+            raise ModelNotFoundError(f"{path.name!r} is not a file here; a model name is loaded with "
+                                     f"SlicerEssNet.model_store.ModelStore().load({path.name!r})")
         else:
             raise ModelNotFoundError(f"model {path} not found: give a weights file or a registry model name")
     if not path.is_file():
@@ -216,14 +219,7 @@ def check_checksum(weights: Path, card: ModelCard, card_path=None) -> str:
 
 def check_model(path_or_card_path) -> Tuple[Path, ModelCard]:
     """``(weights, card)`` after checking the card, the checksum and every tensor's name and shape (data unread)."""
-    try:
-        weights, card_path = locate_model(path_or_card_path)
-    except ModelNotFoundError:
-        name = str(path_or_card_path)
-        if Path(name).suffix or "/" in name or "\\" in name:
-            raise
-        raise ModelNotFoundError(f"{name!r} is not a file here; a model name is loaded with "
-                                 f"SlicerEssNet.model_store.ModelStore().load({name!r})") from None
+    weights, card_path = locate_model(path_or_card_path)
     card = ModelCard.load(card_path)
     card.check_grid_fits_network()
     check_checksum(weights, card, card_path)
@@ -288,14 +284,7 @@ def load_model(path_or_card_path, device="cpu") -> LoadedModel:
 
     from .networks import build_network
 
-    try:
-        weights, card_path = locate_model(path_or_card_path)
-    except ModelNotFoundError:
-        name = str(path_or_card_path)
-        if Path(name).suffix or "/" in name or "\\" in name:
-            raise
-        raise ModelNotFoundError(f"{name!r} is not a file here; a model name is loaded with "
-                                 f"SlicerEssNet.model_store.ModelStore().load({name!r})") from None
+    weights, card_path = locate_model(path_or_card_path)
     card = ModelCard.load(card_path)
     card.check_grid_fits_network()
     check_checksum(weights, card, card_path)

@@ -72,26 +72,19 @@ class Study:
             if seeds and tuple(seeds) != self.preset.seeds:
                 # More seeds on a finished run: the recorded options and split stay, finished seeds reload.
                 self.preset.seeds = tuple(seeds)
-                config["preset"]["seeds"] = list(seeds)
-                if self.context.is_main:
-                    write_json(config, self.run_dir / "config.json")
-                self.log(f"seeds are now {list(seeds)}")
+                self._record(config, "seeds", list(seeds), f"seeds are now {list(seeds)}")
             if arms and tuple(arms) != self.preset.arms:
                 self.preset.arms = tuple(arms)
-                config["preset"]["arms"] = list(arms)
-                if self.context.is_main:
-                    write_json(config, self.run_dir / "config.json")
-                self.log(f"arms are now {list(arms)}")
+                self._record(config, "arms", list(arms), f"arms are now {list(arms)}")
             self.synthesis_from = config.get("synthesis_from")
             if synthesis_from and str(Path(synthesis_from).resolve()) != self.synthesis_from:
                 if self.synthesis_from:
                     raise ValueError(f"{self.run_dir} takes its synthesis models from {self.synthesis_from}: use "
                                      f"another --run-dir for {synthesis_from}")
                 # A run of real-only arms so far: the arms that learn from synthetic MR take these models.
-                self.synthesis_from = config["synthesis_from"] = str(Path(synthesis_from).resolve())
-                if self.context.is_main:
-                    write_json(config, self.run_dir / "config.json")
-                self.log(f"stage 1 from now on: the selected models of {self.synthesis_from}")
+                self.synthesis_from = str(Path(synthesis_from).resolve())
+                self._record(config, "synthesis_from", self.synthesis_from,
+                             f"stage 1 from now on: the selected models of {self.synthesis_from}")
         else:
             self.preset = preset
             self.synthesis_from = str(Path(synthesis_from).resolve()) if synthesis_from else None
@@ -112,6 +105,16 @@ class Study:
         self.progress = StudyProgress([], self.log)
 
     # --- plumbing ----------------------------------------------------------------------------------------
+    def _record(self, config: dict, key: str, value, message: str) -> None:
+        """Change what a resumed run recorded (a preset option, or ``synthesis_from``) and say so."""
+        if key == "synthesis_from":
+            config[key] = value
+        else:
+            config["preset"][key] = value
+        if self.context.is_main:
+            write_json(config, self.run_dir / "config.json")
+        self.log(message)
+
     def log(self, message: str) -> None:
         if self.context.is_main:
             print(f"[study] {message}", file=self.stream, flush=True)
