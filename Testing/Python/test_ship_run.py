@@ -92,13 +92,19 @@ def test_a_finished_run_resumes_as_a_no_op(ship_run):
     assert (ship_run / "essnet" / "selection.json").read_text() == before
 
 
-def test_report_exports_cards_with_recipe_and_quality(ship_run):
-    from SlicerEssNet.weights import load_model
+@pytest.fixture(scope="module")
+def ship_report(ship_run):
     from Training.study.ship_report import write_ship_report
 
-    report = write_ship_report(ship_run, log=lambda *_: None, two_sample_iterations=20, shipped_before=False)
-    text = report.read_text()
-    assert "| EssNet |" in text and "Nyquist ratio" in text and "![contact_sheet.png]" in text
+    return write_ship_report(ship_run, log=lambda *_: None, two_sample_iterations=20, shipped_before=False)
+
+
+def test_report_exports_cards_with_recipe_and_quality(ship_run, ship_report):
+    from SlicerEssNet.weights import load_model
+
+    text = ship_report.read_text()
+    assert "| EssNet | iteration " in text and " of 6, " in text and "Nyquist ratio" in text
+    assert "![contact_sheet.png]" in text and "EssNet minus the plain CycleGAN" not in text  # one model only
     loaded = load_model(ship_run / "models" / "essnet-ct2mr.safetensors")
     card = loaded.card
     assert card.architecture["upsampling"] == "resize"
@@ -107,6 +113,20 @@ def test_report_exports_cards_with_recipe_and_quality(ship_run):
     assert card.metrics["shape_consistency_3d_dice"] == quality["shape_consistency"]["mean"]
     assert 0.0 <= quality["two_sample"]["accuracy"] <= 1.0
     assert (ship_run / "contact_sheet.png").stat().st_size > 1000
+
+
+def test_report_states_the_segmentation_branchs_gain_over_the_plain_cyclegan(ship_run, ship_report):
+    import copy
+
+    from Training.study.ship_report import markdown
+    from Training.study.ship_synthesis import open_run
+
+    quality = read_json(ship_run / "quality.json")
+    plain = copy.deepcopy(quality["models"]["essnet"])
+    plain["shape_consistency"]["mean"] -= 0.0625
+    quality["models"]["cyclegan"] = plain
+    text = markdown(open_run(ship_run, None), quality, [], {"essnet": 6, "cyclegan": 6})
+    assert "| CycleGAN (ablation) |" in text and "EssNet minus the plain CycleGAN, same recipe, seed and judge): +0.062" in text
 
 
 def test_a_study_takes_stage_1_from_the_ship_run(ship_run, tmp_path):

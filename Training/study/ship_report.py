@@ -264,7 +264,18 @@ def selection_curves(run_dir, path: Path) -> None:
     save_figure(figure, path)
 
 
-def markdown(config: dict, quality: dict, figures: list) -> str:
+def trained_iterations(run_dir) -> dict:
+    """tag -> the last iteration its selection scored (a run stopped early was trained that far)."""
+    found = {}
+    for tag in trained_tags(run_dir):
+        scores = (read_json(Path(run_dir) / tag / "selection.json") or {}).get("scores", [])
+        if scores:
+            found[tag] = max(entry["iteration"] for entry in scores)
+    return found
+
+
+def markdown(config: dict, quality: dict, figures: list, trained: dict = None) -> str:
+    trained = trained or {}
     preset = config["preset_object"]
     options = preset.synthesis
     split = config["split"]["CT"]
@@ -283,12 +294,18 @@ def markdown(config: dict, quality: dict, figures: list) -> str:
         entry = quality["models"].get(tag)
         if not entry:
             continue
-        chosen = (f"iteration {entry['iteration']}, {entry['variant']}" if "iteration" in entry else "as shipped")
+        chosen = (f"iteration {entry['iteration']} of {trained.get(tag, '?')}, {entry['variant']}"
+                  if "iteration" in entry else "as shipped")
         two = entry["two_sample"]
         lines.append(f"| {TITLES[tag]} | {chosen} | {entry['shape_consistency']['mean']:.3f} | "
                      f"{entry['shape_consistency']['min']:.3f} | {two['accuracy']:.3f} "
                      f"({two['ci95'][0]:.3f}-{two['ci95'][1]:.3f}, {two['test_slices']} slices) | "
                      f"{entry['nyquist_ratio']:.2f} |")
+    if {"essnet", "cyclegan"} <= set(quality["models"]):
+        gain = (quality["models"]["essnet"]["shape_consistency"]["mean"]
+                - quality["models"]["cyclegan"]["shape_consistency"]["mean"])
+        lines += ["", f"The segmentation branch (EssNet minus the plain CycleGAN, same recipe, seed and judge): "
+                      f"{gain:+.3f} shape consistency (target: +0.05 or more)."]
     lines += ["", f"Real T2 MR (held-out patients): Nyquist ratio {quality['real_mr']['nyquist_ratio']:.2f}.", "",
               "Per held-out CT patient (shape consistency, 3D Dice of the judge's liver on the synthetic MR against "
               "the CT liver label):", ""]
@@ -330,7 +347,7 @@ def write_ship_report(run_dir, out=None, log=print, two_sample_iterations: int =
     contact_sheet(run_dir, config, quality, run_dir / figures[0])
     selection_curves(run_dir, run_dir / figures[1])
     report = run_dir / "REPORT.md"
-    report.write_text(markdown(config, quality, figures))
+    report.write_text(markdown(config, quality, figures, trained_iterations(run_dir)))
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
