@@ -7,7 +7,6 @@ The ablation builds no segmenter at all, so nothing else in the code path differ
 """
 from __future__ import annotations
 
-import contextlib
 
 import torch
 from torch import nn
@@ -15,6 +14,7 @@ from torch import nn
 from .distributed import unwrap
 from .image_pool import ImagePool
 from .losses import CEDiceLoss, CycleL1Loss, LSGANLoss
+from .precision import bf16_autocast
 from .schedule import set_learning_rate
 
 
@@ -113,9 +113,7 @@ class EssNetModel:
         return unwrap(self.generators).segmenter is not None
 
     def _autocast(self):
-        if not self.options.autocast_bf16:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return bf16_autocast(self.options.autocast_bf16, self.device)
 
     def step(self, real_ct: torch.Tensor, ct_liver: torch.Tensor, real_mr: torch.Tensor, iteration: int,
              total: int) -> dict:

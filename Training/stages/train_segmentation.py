@@ -1,7 +1,6 @@
 """Stage-2 loop: a liver U-Net on real MR slices, optionally mixed with synthetic MR; best on validation."""
 from __future__ import annotations
 
-import contextlib
 import copy
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from .deep_supervision import DeepSupervisionLoss, WithDeepSupervision
 from .distributed import unwrap
 from .loop import job_done, mark_done, run_loop
 from .organ_head import OrganLoss, WithOrganHead
+from .precision import bf16_autocast
 from .schedule import OPTIMIZERS, set_learning_rate
 from .segmentation_models import build_segmentation_model
 from .weight_average import WeightAverage
@@ -58,9 +58,7 @@ def train_segmentation(job_dir, real_set, synthetic_set, preset, seed: int, cont
     n_real = options.batch_size - n_synthetic
 
     def autocast():
-        if not options.autocast_bf16:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+        return bf16_autocast(options.autocast_bf16, device)
 
     def step(iteration: int) -> dict:
         lr = set_learning_rate(optimizer, options.lr, iteration, options.decay_from, total)
