@@ -128,9 +128,8 @@ class PipelineRun:
             if warning not in self.warnings:
                 self.warnings.append(warning)
         if job.report:
-            # One report per step: a chain's synthesis step reports inside the job's report.
-            synthesis = job.report.get("synthesis")
-            self.reports.extend(([synthesis] if synthesis else []) + [job.report])
+            # One report per step: a chain's job carries each step's own report.
+            self.reports.extend(job.report.get("steps") or [job.report])
 
     def _readOutputs(self) -> None:
         from SlicerEssNet.io.volume_files import read_volume

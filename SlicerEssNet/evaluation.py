@@ -1,6 +1,6 @@
 """Score label files against reference files: the ``evaluate`` command, cohort scripts and Training's reports.
 
-Each side is a label volume that ``volume_io.read_volume`` reads (NIfTI, NRRD, MHA, DICOM...) or a CHAOS-style
+Each side is a label volume that ``io.volume_files.read_volume`` reads (NIfTI, NRRD, MHA, DICOM...) or a CHAOS-style
 folder of PNG masks (``Ground/``, ``SampleSubmission/``):
 
 - PNG slices are stacked in (natural) file-name order, as ``chaos.py`` stacks them: CHAOS orders slices by name,

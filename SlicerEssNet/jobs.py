@@ -266,8 +266,10 @@ class _ProcessJob(Job):
                               "message": f"the worker process stopped unexpectedly (exit code {code}: {detail}); "
                                          "nothing was written - try again, or use the CPU if the GPU ran out of memory"})
         for path, existed in zip(self.request.output_paths, self._existed_before):
-            if self._cancelled and not existed:
-                try:  # written in the moment between Cancel and the stop
+            if (self._cancelled or not self._saw_end) and not existed:
+                # Written in the moment between Cancel and the stop, or one of a chain's two files before the
+                # worker died: both outputs, or neither.
+                try:
                     Path(path).unlink()
                 except OSError:
                     pass

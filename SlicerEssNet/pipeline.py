@@ -36,7 +36,8 @@ class RunReport:
     seconds: float = 0.0
     notes: List[str] = field(default_factory=list)
     anatomy: Optional[dict] = None  # a CT -> MR run's ``AnatomyCheck.to_dict()`` (anatomy.py), when asked for
-    synthesis: Optional[dict] = None  # a chain's first step (CT -> MR before segment): its own report, as a dict
+    # a chain (CT -> MR, then segment): each step's own report, as dicts; this report then sums them up
+    steps: List[dict] = field(default_factory=list)
 
 
 def resolve_model(model, task: str):
@@ -237,6 +238,9 @@ def process_file(task: str, input_path, output_path, model=None, *, preview_path
     if synthesis_model is None and synthetic_output_path is not None:
         raise ValueError("synthetic_output_path keeps the synthetic MR of a chain: give synthesis_model too")
     outputs = [output_path] + ([synthetic_output_path] if synthetic_output_path is not None else [])
+    if synthetic_output_path is not None and Path(synthetic_output_path).resolve() == Path(output_path).resolve():
+        raise OutputPathError(f"the synthetic MR and the labels would both be written to {output_path}: give "
+                              "them different paths")
     for path in outputs:
         check_writable(path)  # before anything is read or computed
     if synthesis_model is not None and task != "segment":
@@ -264,7 +268,7 @@ def process_file(task: str, input_path, output_path, model=None, *, preview_path
         mr_liver = result.array if loaded.card.name == MR_LIVER_MODEL else None
         _anatomy_report(synthesis.card, volume, source, mr_liver, first, options)
     if first is not None:
-        report.synthesis = asdict(first)
+        report.steps = [asdict(first), asdict(report)]
         report.anatomy = first.anatomy
         report.model = f"{first.model} -> {report.model}"
         report.seconds += first.seconds

@@ -12,6 +12,7 @@ recovers that and still costs only about 3x beside a busy neighbour, where the d
 """
 from __future__ import annotations
 
+import functools
 import os
 import platform
 from typing import Optional, Tuple
@@ -108,9 +109,11 @@ def select_device(requested: str = "auto") -> Tuple[object, Optional[str]]:
     return torch.device(requested), None
 
 
+@functools.lru_cache(maxsize=None)
 def cpu_supports_fast_bf16() -> bool:
-    """True where oneDNN has native bf16 kernels (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
-    torch = import_torch()
+    """True where oneDNN has native bf16 kernels (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow.
+    Read once per process; it leaves torch's thread count alone."""
+    torch = require_torch()
     capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")()
     if "AMX" in capability.upper():
         return True

@@ -244,7 +244,8 @@ def test_a_chain_is_one_job_writing_both_outputs(setup, runner):
         time.sleep(0.01)
     assert job.state == SUCCEEDED, job.error
     assert steps == sorted(steps) and job.step == 1
-    assert job.report["synthesis"]["model"] == "tiny_ct2mr" and job.report["model"] == "tiny_ct2mr -> tiny_liver"
+    assert [step["model"] for step in job.report["steps"]] == ["tiny_ct2mr", "tiny_liver"]
+    assert job.report["model"] == "tiny_ct2mr -> tiny_liver"
     for output in ("liver", "mr"):
         assert sitk.ReadImage(str(setup / f"{name}_{output}.nii.gz")).GetSize() == (48, 48, 40)
 

@@ -167,3 +167,9 @@ def test_a_study_takes_stage_1_from_the_ship_run(ship_run, tmp_path):
     assert f"the selected models of the ship run `{ship_run.resolve()}`" in write_report(run_dir).read_text()
     with pytest.raises(ValueError, match="another --run-dir"):
         Study(run_dir, preset, synthesis_from=tmp_path / "elsewhere")
+    # A run that trained its own stage 1 cannot be switched to the ship run's models.
+    own = tmp_path / "own"
+    Study(own, preset, stream=io.StringIO())
+    (own / "seed0" / "stage1_essnet").mkdir(parents=True)
+    with pytest.raises(ValueError, match="trained its own synthesis models"):
+        Study(own, preset, synthesis_from=ship_run)

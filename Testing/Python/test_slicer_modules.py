@@ -279,8 +279,9 @@ def test_a_chain_is_one_job_in_one_worker_with_no_intermediate_file(slicer, modu
     assert result.segmentationNode is not None and result.syntheticVolumeNode is not None
     assert {status.text.split(":")[0] for status in statuses[:-1]} >= {"Step 1/2 (synthesis)",
                                                                        "Step 2/2 (liver segmentation)"}
-    # Each step keeps its own report (the chain's synthesis reports inside the job's): provenance per node.
+    # Each step keeps its own report (the chain's job carries both): provenance per node.
     assert result.syntheticVolumeNode.GetAttribute("SlicerEssNet.model") == "tiny-ct2mr"
+    assert result.segmentationNode.GetAttribute("SlicerEssNet.model") == "tiny-liver"
 
 
 @pytest.mark.data

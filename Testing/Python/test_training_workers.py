@@ -29,7 +29,7 @@ def _started_jobs(meeting) -> list:
     return path.read_text().split("\n")[:-1] if path.exists() else []
 
 
-def _train_once_a_second_job_started(run_dir, job, *args):
+def _train_once_a_second_job_started(run_dir, job, device):
     """The study's worker target, ``train_in_worker``, behind a meeting point: each worker first appends its job's
     key to ``meeting/started`` beside the run folder; the first job to start then waits (before it trains, so before
     it can end) until another job's worker has done so, and writes ``meeting/met``. ``met`` exists only if a second
@@ -53,7 +53,7 @@ def _train_once_a_second_job_started(run_dir, job, *args):
                 (meeting / "met").write_text(json.dumps({"first": job.key, "started_meanwhile": others}))
                 break
             time.sleep(0.05)
-    train_in_worker(run_dir, job, *args)
+    train_in_worker(run_dir, job, device)
 
 
 @pytest.mark.slow
@@ -62,7 +62,7 @@ def test_two_workers_give_the_results_of_one_process_and_run_jobs_side_by_side(t
     from Training.study.study import Study
 
     # Spawned workers unpickle their target by name: this module is importable there (the parent's sys.path).
-    monkeypatch.setattr(study, "train_in_worker", _train_once_a_second_job_started)
+    monkeypatch.setattr(study, "WORKER_TARGET", "test_training_workers:_train_once_a_second_job_started")
     alone = Study(tmp_path / "alone", _micro_preset(), stream=io.StringIO()).run()
     log = io.StringIO()
     run_dir = tmp_path / "side-by-side"

@@ -64,9 +64,9 @@ class JobPool:
     """Queue jobs (``submit``), wait for one (``wait``, ``run``); a context manager that stops its workers on
     the way out. With ``workers`` <= 1 it is never used (the study trains in its own process)."""
 
-    def __init__(self, run_dir, workers: int, device: str, log, on_finished=None, threads: int = 0, target=None):
-        """``target(run_dir, job, threads, device, study_pid)``: what a worker process runs (a module-level
-        function, found by name in the fresh interpreter; it calls ``start_worker`` first)."""
+    def __init__(self, run_dir, workers: int, device: str, log, on_finished=None, threads: int = 0, target=""):
+        """``target``: ``"module:function"``, what a worker process runs as ``function(run_dir, job, device)``
+        once ``start_worker`` has set its threads (imported by name then, so nothing heavy loads before)."""
         from SlicerEssNet.runtime import thread_budget
 
         self.run_dir = Path(run_dir)
@@ -137,8 +137,9 @@ class JobPool:
                     return
                 while self.queue and len(self.running) < self.workers and not self.failed:
                     job = self.queue.pop(0)
-                    process = context.Process(target=self.target, name=f"worker {job.key}", daemon=True,
-                                              args=(str(self.run_dir), job, self.threads, self.device, os.getpid()))
+                    process = context.Process(target=start_worker, name=f"worker {job.key}", daemon=True,
+                                              args=(self.target, str(self.run_dir), job, self.threads, self.device,
+                                                    os.getpid()))
                     process.start()
                     self.running[job.key] = (job, process, time.time())
                 sentinels = [process.sentinel for _, process, _ in self.running.values()]
@@ -173,13 +174,18 @@ class JobPool:
                 self.on_finished(job.progress_key, seconds)
 
 
-def start_worker(threads: int, study_pid: int) -> None:
-    """The first thing a worker process does: take its thread count, and die with the study process."""
+def start_worker(target: str, run_dir: str, job: Job, threads: int, device: str, study_pid: int) -> None:
+    """A worker process: take its thread count and die with the study process, then import ``target``
+    (``"module:function"``) and run the job with it."""
+    import importlib
+
     os.environ["OMP_NUM_THREADS"] = str(threads)
     _stop_with(study_pid)
     from SlicerEssNet.runtime import import_torch
 
     import_torch(threads, wait="short_spin")
+    module, _, function = target.partition(":")
+    getattr(importlib.import_module(module), function)(run_dir, job, device)
 
 
 def _stop_with(study_pid: int) -> None:

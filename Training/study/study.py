@@ -32,7 +32,7 @@ from ..stages.train_segmentation import train_segmentation
 from ..stages.train_synthesis import train_synthesis
 from .cards import segmentation_card, synthesis_card
 from .evaluate import as_loaded_model, mean_sd, mean_volume_dice, score_segmentation
-from .job_pool import Job, JobPool, start_worker
+from .job_pool import Job, JobPool
 from .on_ct import score_on_ct
 from .other_mr import other_mr_case, score_other_mr
 from .presets import ARM_RECIPES, RESTYLED_CT, choose_shipped_arm, preset_from_dict
@@ -43,6 +43,7 @@ from .translate import contact_sheet, sheet_rows, translate_cases
 SUMMARY_METRICS = ("pooled_dice_2d", "pooled_iou_2d", "mean_dice", "mean_ravd", "mean_assd", "mean_mssd",
                    "mean_hd95")
 IN_MEMORY = ("networks", "generators", "synthetic_val")  # a seed's results kept out of results.json
+WORKER_TARGET = "Training.study.study:train_in_worker"  # found by name in each worker (job_pool.start_worker)
 
 
 class Study:
@@ -82,6 +83,11 @@ class Study:
                     raise ValueError(f"{self.run_dir} takes its synthesis models from {self.synthesis_from}: use "
                                      f"another --run-dir for {synthesis_from}")
                 # A run of real-only arms so far: the arms that learn from synthetic MR take these models.
+                trained = sorted(str(path.relative_to(self.run_dir)) for path in self.run_dir.glob("seed*/*")
+                                 if path.name.startswith("stage1_") or path.name == "synthetic")
+                if trained:
+                    raise ValueError(f"{self.run_dir} trained its own synthesis models ({', '.join(trained[:3])}): "
+                                     f"use another --run-dir for --synthesis-from {synthesis_from}")
                 self.synthesis_from = str(Path(synthesis_from).resolve())
                 self._record(config, "synthesis_from", self.synthesis_from,
                              f"stage 1 from now on: the selected models of {self.synthesis_from}")
@@ -201,7 +207,7 @@ class Study:
                                       self.log, workers=self.workers)
         per_seed = {}
         with JobPool(self.run_dir, self.workers, self.device, self.log, self.progress.finished,
-                     target=train_in_worker) as pool:
+                     target=WORKER_TARGET) as pool:
             self.pool = pool if self.workers > 1 else None
             for seed in preset.seeds:
                 per_seed[str(seed)] = self.run_seed(seed)
@@ -349,7 +355,13 @@ class Study:
         from .ship_synthesis import best_generators
 
         source = Path(self.synthesis_from)
-        ship_preset = preset_from_dict(read_json(source / "config.json")["preset"])
+        ship_config = read_json(source / "config.json")
+        ship_preset = preset_from_dict(ship_config["preset"])
+        seen = set(ship_config["split"]["CT"]["train"]) & set(self.split["CT"]["val"])
+        if seen:
+            raise ValueError(f"the models of {source} trained on CT patients this run holds out "
+                             f"({', '.join(sorted(seen))}): their shape consistency would be flattered; use a ship "
+                             "run with the same held-out CT patients")
         variant, chosen, ct_to_mr, mr_to_ct = best_generators(source / tag, ship_preset, tag)
         loaded = as_loaded_model(ct_to_mr, synthesis_card(ship_preset, f"{tag}-ct2mr", "CT->MR", {}))
         folder = self.run_dir / "synthetic" / tag  # one translation serves every seed
@@ -635,9 +647,8 @@ class Study:
             save_model(first["networks"][arm], ct_card, folder / ct_card.name, dtype=torch.float16)
 
 
-def train_in_worker(run_dir: str, job: Job, threads: int, device: str, study_pid: int) -> None:
-    """A worker process of the job pool: train one job into its folder at ``threads`` threads, then exit."""
-    start_worker(threads, study_pid)
+def train_in_worker(run_dir: str, job: Job, device: str) -> None:
+    """What a worker process of the job pool runs (``WORKER_TARGET``): train one job into its folder."""
     Study(run_dir, None, device=device, worker=True).train_job(job)
 
 
