@@ -277,8 +277,8 @@ def test_a_chain_is_one_job_in_one_worker_with_no_intermediate_file(slicer, modu
     assert reads == [Path(request.input_path).name, Path(request.synthetic_output_path).name,
                      Path(request.output_path).name]
     assert result.segmentationNode is not None and result.syntheticVolumeNode is not None
-    assert {status.text.split(":")[0] for status in statuses[:-1]} >= {"Step 1/2 (synthesis)",
-                                                                       "Step 2/2 (liver segmentation)"}
+    # Progress names the step it comes from (each status a poll: a short step may pass between two polls).
+    assert statuses[0].text.startswith("Step 1/2 (synthesis)") and statuses[-1].state == "succeeded"
     # Each step keeps its own report (the chain's job carries both): provenance per node.
     assert result.syntheticVolumeNode.GetAttribute("SlicerEssNet.model") == "tiny-ct2mr"
     assert result.segmentationNode.GetAttribute("SlicerEssNet.model") == "tiny-liver"

@@ -311,7 +311,7 @@ def test_4d_vector_and_oversized_images_are_refused_before_reading(tmp_path, sha
     # a detached header promising 238 GiB over a 100-byte data file: refused from the header alone
     (tmp_path / "tiny.raw").write_bytes(bytes(100))
     (tmp_path / "huge.nhdr").write_text("NRRD0004\ntype: short\ndimension: 3\nsizes: 4000 4000 4000\n"
-                                        "endian: little\nencoding: raw\ndata file: tiny.raw\n")
+                                        "spacings: 1 1 1\nendian: little\nencoding: raw\ndata file: tiny.raw\n")
     with pytest.raises(VolumeTooLargeError, match="4000 x 4000 x 4000") as caught:
         read_volume(tmp_path / "huge.nhdr")
     one_line(caught)
