@@ -124,6 +124,8 @@ def markdown(results: dict, config: dict, figures: list) -> str:
               "included, is timed in results.json).", ""]
     seed_option = f" --seeds {' '.join(str(seed) for seed in seeds)}" if len(seeds) > 1 else ""
     seed_option += _changed_options(preset)
+    if results.get("synthesis_from"):
+        seed_option += f" --synthesis-from {_shown_path(results['synthesis_from'])}"
     lines += ["Regenerate: `python -m Training run --preset " + preset["name"] + seed_option + "` (resumes where it stopped), then "
               "`python -m Training report RUN_DIR --out FOLDER` for this page and every figure.", ""]
     lines += ["## Liver segmentation on held-out real MR patients", "",
@@ -230,6 +232,14 @@ def markdown(results: dict, config: dict, figures: list) -> str:
     return "\n".join(lines)
 
 
+def _shown_path(path: str) -> str:
+    """A path as a reader of the report would type it: relative to the repository when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(__file__).resolve().parents[2]))
+    except ValueError:
+        return str(path)
+
+
 def _ship_stage1(results: dict) -> str:
     """The set-up line of a run whose stage 1 came from a ship-synthesis run (``--synthesis-from``)."""
     source = results.get("synthesis_from")
@@ -238,7 +248,8 @@ def _ship_stage1(results: dict) -> str:
     chosen = {tag: stage for run in results["per_seed"].values() for tag, stage in run["stage1"].items()}
     models = "; ".join(f"{tag}: {stage['variant']} weights of iteration {stage['iteration']}"
                        for tag, stage in sorted(chosen.items()))
-    return (f"- Stage 1: not trained here; the selected models of the ship run `{source}` ({models}; its recipe "
+    return (f"- Stage 1: not trained here; the selected models of the ship run `{_shown_path(source)}` ({models}; "
+            f"its recipe "
             f"in that run's `REPORT.md`), each translating every CT patient once on its own grid, the synthetic "
             f"MR resampled onto this run's grid; the same models serve every seed.")
 
@@ -430,7 +441,9 @@ def _differences(preset: dict, results: dict) -> list:
         f"6.5 GPU-hours per model. This `{preset['name']}` run uses {preset['data']['spacing_mm']} mm pixels (128 px "
         f"cover 320 mm), generators at ngf {preset['synthesis']['ngf']} and a U-Net at base "
         f"{preset['segmentation']['base']} (so the shipped fp16 weights stay under 25 MB), and minutes of CPU time "
-        f"per model. Coarser pixels cost boundary accuracy (ASSD/MSSD) more than overlap.",
+        f"per model" + (" (stage 1 excepted: it comes from the ship run, an hour or more of CPU per model)"
+                        if results.get("synthesis_from") else "")
+        + ". Coarser pixels cost boundary accuracy (ASSD/MSSD) more than overlap.",
         "- **Data.** MR: CHAOS T2-SPIR, 15 patients available here (the paper used CHAOS MR, sequence unstated). "
         "CT: BTCV (+ one CHAOS CT patient) instead of CHAOS CT; both are contrast CT with liver labels.",
         *_label_fidelity_note(results.get("label_quality")),
