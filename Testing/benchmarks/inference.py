@@ -326,7 +326,7 @@ def volume_breakdown(quick):
             # frequency change) hits both sides of a pair alike, and the median pair ratio ignores the odd one.
             pure()
             once = timed(pure, repeats=1, warmup=0)
-            pairs = 5 if quick else max(7, min(15, int(20.0 / max(once, 1e-3))))
+            pairs = 3 if quick else max(3, min(15, int(60.0 / max(once, 1e-3))))  # about a minute a model
             parts = {"read": [], "run_model": [], "write": [], "model": []}
             for _ in range(pairs):
                 t0 = time.perf_counter()
