@@ -50,9 +50,8 @@ def resolve_model(model, task: str):
         from .model_store import ModelStore
 
         store = ModelStore()
-        if model is None:
-            wanted = TASKS.get(task, task)
-            model = store.default_model(wanted, DEFAULT_INPUT_MODALITY.get(wanted))
+        wanted = TASKS.get(task, task)
+        model = store.model_name(model, wanted, DEFAULT_INPUT_MODALITY.get(wanted))
         candidate = Path(str(model)).expanduser()
         path = candidate if candidate.suffix and candidate.exists() else store.resolve(str(model))
         loaded = load_model(path)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from SlicerEssNet.atomic import atomic_path
 
+from ..data.cohorts import REPO
 from .figures import pyplot, save_figure
 from .presets import ARM_RECIPES, RESTYLED_CT, choose_shipped_arm, get_preset
 
@@ -235,7 +236,7 @@ def markdown(results: dict, config: dict, figures: list) -> str:
 def _shown_path(path: str) -> str:
     """A path as a reader of the report would type it: relative to the repository when inside it."""
     try:
-        return str(Path(path).resolve().relative_to(Path(__file__).resolve().parents[2]))
+        return str(Path(path).resolve().relative_to(REPO))
     except ValueError:
         return str(path)
 

@@ -266,12 +266,9 @@ def selection_curves(run_dir, path: Path) -> None:
 
 def trained_iterations(run_dir) -> dict:
     """tag -> the last iteration its selection scored (a run stopped early was trained that far)."""
-    found = {}
-    for tag in trained_tags(run_dir):
-        scores = (read_json(Path(run_dir) / tag / "selection.json") or {}).get("scores", [])
-        if scores:
-            found[tag] = max(entry["iteration"] for entry in scores)
-    return found
+    records = {tag: read_json(Path(run_dir) / tag / "selection.json") or {} for tag in MODELS}
+    return {tag: max(entry["iteration"] for entry in record["scores"])
+            for tag, record in records.items() if record.get("scores")}
 
 
 def markdown(config: dict, quality: dict, figures: list, trained: dict = None) -> str:

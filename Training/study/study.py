@@ -352,11 +352,11 @@ class Study:
     def stage1_from_ship_run(self, seed_dir, seed: int, tag: str, judge) -> dict:
         """Stage 1 taken from a ship-synthesis run: its selected generator pair of ``tag``, on its own grid,
         translates every CT patient (in memory, the same for every seed); the judge reads the held-out ones."""
-        from .ship_synthesis import best_generators
+        from .ship_synthesis import best_generators, open_run
 
         source = Path(self.synthesis_from)
-        ship_config = read_json(source / "config.json")
-        ship_preset = preset_from_dict(ship_config["preset"])
+        ship_config = open_run(source, None)
+        ship_preset = ship_config["preset_object"]
         seen = set(ship_config["split"]["CT"]["train"]) & set(self.split["CT"]["val"])
         if seen:
             raise ValueError(f"the models of {source} trained on CT patients this run holds out "
