@@ -163,6 +163,12 @@ def test_a_study_takes_stage_1_from_the_ship_run(ship_run, tmp_path):
     assert translated == sorted(config["split"]["CT"]["train"] + config["split"]["CT"]["select"]
                                 + config["split"]["CT"]["val"])
     assert set(results["summary"]) == {"real", "real+essnet"} and "essnet" in results["shape_consistency"]
+    assert record["shape_consistency_3d_dice"] == results["per_seed"]["0"]["shape_consistency"]["essnet"]["mean_dice"]
+    # No gate: the mixed arm's synthetic MR is made before the real-only U-Net is awaited, which judges it after.
+    lines = log.getvalue().splitlines()
+    order = [next(i for i, line in enumerate(lines) if text in line)
+             for text in ("stage 1 from", "arm real: 3D Dice", "shape consistency essnet")]
+    assert order == sorted(order)
     assert not (run_dir / "models" / "demo-essnet-ct2mr.safetensors").exists()  # the ship run exports those
     assert f"the selected models of the ship run `{ship_run.resolve()}`" in write_report(run_dir).read_text()
     with pytest.raises(ValueError, match="another --run-dir"):

@@ -232,12 +232,10 @@ class Study:
         networks = {}
         if self.pool:
             self.pool.submit(self.independent_jobs(seed))
-        # The real-only U-Net comes first: it judges each synthesis model (the gate).
-        if "real" in self.arms():
-            results["arms"]["real"], networks["real"] = self.run_arm(seed, "real", {})
-        judge = None
-        if "real" in networks:
-            judge = as_loaded_model(networks["real"], self.scoring_card(seed))
+        # The real-only U-Net comes first: it judges each synthesis model (the gate). Models taken from a ship
+        # run pass no gate, so the arms learning from them start beside it, and it judges them once done.
+        judge_first = not self.synthesis_from
+        judge = self.real_arm(seed, results, networks) if judge_first else None
         synthetic_train, synthetic_val, generators, suffixes = {}, {}, {}, {}
         for tag, essnet in self.synthesis_models():
             chosen = self.stage1(seed_dir, seed, tag, essnet, judge)
@@ -263,6 +261,11 @@ class Study:
             later_seeds = seeds[seeds.index(seed) + 1:]
             if later_seeds:  # behind this seed's last jobs: no worker waits idle for the seed to end
                 self.pool.submit(self.independent_jobs(later_seeds[0]))
+        if not judge_first:
+            judge = self.real_arm(seed, results, networks)
+            for tag, cases in synthetic_val.items():
+                results["shape_consistency"][tag] = self.judge_synthesis(seed, tag, judge, cases)
+                results["stage1"][tag]["shape_consistency_3d_dice"] = results["shape_consistency"][tag]["mean_dice"]
         synthetic_sets = self.synthetic_sets(sources)
         results["synthetic_slices"] = {tag: len(s) for tag, s in synthetic_sets.items()}
 
@@ -286,13 +289,30 @@ class Study:
                 write_json(self.wall_clock, self.run_dir / "wall_clock.json")
         return results
 
+    def real_arm(self, seed: int, results: dict, networks: dict):
+        """Train (or reload) the seed's real-only U-Net into ``results`` and ``networks``; it is the judge of the
+        seed's synthesis models (None when the run trains no real-only arm)."""
+        if "real" not in self.arms():
+            return None
+        results["arms"]["real"], networks["real"] = self.run_arm(seed, "real", {})
+        return as_loaded_model(networks["real"], self.scoring_card(seed))
+
+    def judge_synthesis(self, seed: int, tag: str, judge, synthetic_val: list):
+        """Shape consistency: ``judge`` reads the synthetic MR of the held-out CT patients against their CT liver
+        labels (None without a judge)."""
+        consistency = None
+        if judge is not None and self.context.is_main:
+            consistency = score_segmentation(judge, synthetic_val, allow_modality_mismatch=True)
+            self.log(f"seed {seed}: shape consistency {tag}: 3D Dice {consistency['mean_dice']:.4f}")
+        return self.context.broadcast_object(consistency)
+
     def stage1(self, seed_dir, seed: int, tag: str, essnet: bool, judge) -> dict:
         """One synthesis model behind the gate: an attempt whose synthetic MR scores under
         ``min_shape_consistency`` lost the anatomy and is trained again from seed ``seed + 1000 * attempt`` (in
         its own folders, so every attempt resumes), up to ``max_attempts``. The best attempt is kept; every
         attempt is recorded."""
         if self.synthesis_from:
-            return self.stage1_from_ship_run(seed_dir, seed, tag, judge)
+            return self.stage1_from_ship_run(seed, tag)
         options = self.preset.synthesis
         attempts, best, best_score = [], None, -1.0
         for attempt in range(max(1, options.max_attempts)):
@@ -349,9 +369,10 @@ class Study:
                            "segmenter_parameters": _count(sides.segmenter) if sides.segmenter else 0,
                            "generator_parameters": _count(sides.ct_to_mr)}}
 
-    def stage1_from_ship_run(self, seed_dir, seed: int, tag: str, judge) -> dict:
+    def stage1_from_ship_run(self, seed: int, tag: str) -> dict:
         """Stage 1 taken from a ship-synthesis run: its selected generator pair of ``tag``, on its own grid,
-        translates every CT patient (in memory, the same for every seed); the judge reads the held-out ones."""
+        translates every CT patient (in memory, the same for every seed). The seed's real-only U-Net judges it
+        later (``judge_synthesis``)."""
         from .ship_synthesis import best_generators, open_run
 
         source = Path(self.synthesis_from)
@@ -365,24 +386,20 @@ class Study:
         variant, chosen, ct_to_mr, mr_to_ct = best_generators(source / tag, ship_preset, tag)
         loaded = as_loaded_model(ct_to_mr, synthesis_card(ship_preset, f"{tag}-ct2mr", "CT->MR", {}))
         folder = self.run_dir / "synthetic" / tag  # one translation serves every seed
-        synthetic_train = synthetic_val = consistency = None
+        synthetic_train = synthetic_val = None
         if self.context.is_main:
             self.log(f"seed {seed}: stage 1 from {source}: {tag}, {variant} weights of iteration "
                      f"{chosen['iteration']}; translating every CT patient")
             synthetic_train = translate_cases(loaded, self.cases_of("CT", "train"), folder, tag)
             synthetic_val = translate_cases(loaded, self.ct_val_cases, folder, tag)
-            if judge is not None:
-                consistency = score_segmentation(judge, synthetic_val, allow_modality_mismatch=True)
-                self.log(f"seed {seed}: shape consistency {tag}: 3D Dice {consistency['mean_dice']:.4f}")
-        consistency = self.context.broadcast_object(consistency)
         sides = types.SimpleNamespace(ct_to_mr=ct_to_mr, mr_to_ct=mr_to_ct, segmenter=None)
-        return {"sides": sides, "suffix": "", "shape_consistency": consistency,
+        return {"sides": sides, "suffix": "", "shape_consistency": None,
                 "synthetic_train": self.context.broadcast_object(synthetic_train),
                 "synthetic_val": self.context.broadcast_object(synthetic_val),
                 "record": {"history": [], "attempt": 0, "seed": ship_preset.seeds[0], "source": str(source),
                            "variant": variant, "iteration": chosen["iteration"], "passed_gate": True,
-                           "attempts": [], "shape_consistency_3d_dice": consistency["mean_dice"] if consistency
-                           else None, "segmenter_parameters": 0, "generator_parameters": _count(ct_to_mr)}}
+                           "attempts": [], "shape_consistency_3d_dice": None, "segmenter_parameters": 0,
+                           "generator_parameters": _count(ct_to_mr)}}
 
     def train_stage1(self, job: Job):
         """Train (or reload) one synthesis model: here, or in a worker process (``train_job``)."""
