@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from test_training_demo import _micro_preset
 
@@ -63,12 +64,20 @@ def test_two_workers_give_the_results_of_one_process_and_run_jobs_side_by_side(t
 
     # Spawned workers unpickle their target by name: this module is importable there (the parent's sys.path).
     monkeypatch.setattr(study, "WORKER_TARGET", "test_training_workers:_train_once_a_second_job_started")
-    alone = Study(tmp_path / "alone", _micro_preset(), stream=io.StringIO()).run()
+    # One thread per job in both runs, whatever the machine or the caller's OMP_NUM_THREADS: float sums then
+    # add up in the same order, so the numbers can be compared exactly.
+    monkeypatch.setenv("SLICERESSNET_THREADS", "2")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        alone = Study(tmp_path / "alone", _micro_preset(), stream=io.StringIO()).run()
+    finally:
+        torch.set_num_threads(threads)
     log = io.StringIO()
     run_dir = tmp_path / "side-by-side"
     beside = Study(run_dir, _micro_preset(), stream=log, workers=2).run()
 
-    # Every job trains at one thread in both (the tests' budget), from the same seeds: the same numbers exactly.
+    # Every job trains at one thread in both, from the same seeds: the same numbers exactly.
     assert json.dumps(beside["summary"]) == json.dumps(alone["summary"])
     assert json.dumps(beside["shape_consistency"]) == json.dumps(alone["shape_consistency"])
     assert json.dumps(beside["on_ct"]) == json.dumps(alone["on_ct"])
