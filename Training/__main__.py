@@ -60,9 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--arms", nargs="+", default=None, choices=tuple(ARM_RECIPES), metavar="ARM",
                      help="train only these stage-2 arms (stage 1 only for the synthesis models they learn from): "
                           + ", ".join(ARM_RECIPES))
-    run.add_argument("--synthesis-from", type=Path, default=None, metavar="SHIP_RUN",
-                     help="take stage 1 from a ship-synthesis run folder (its selected EssNet / CycleGAN models) "
-                          "instead of training it: the paper's comparison with the long-trained models")
+    run.add_argument("--synthesis-from", type=Path, default=None, metavar="FOLDER",
+                     help="take stage 1 from a ship-synthesis run folder (its selected EssNet / CycleGAN models) or "
+                          "from the shipped models (SlicerEssNet/models, EssNet only) instead of training it: the "
+                          "paper's comparison with the long-trained models")
     run.add_argument("--set", dest="overrides", action="append", default=[], type=_override, metavar="SECTION.FIELD=VALUE",
                      help="change one preset option of a new run folder, e.g. data.organ_gamma=0.8 or "
                           "segmentation.iterations=3000 (repeatable; sections: data, synthesis, segmentation)")

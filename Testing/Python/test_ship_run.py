@@ -179,3 +179,40 @@ def test_a_study_takes_stage_1_from_the_ship_run(ship_run, tmp_path):
     (own / "seed0" / "stage1_essnet").mkdir(parents=True)
     with pytest.raises(ValueError, match="trained its own synthesis models"):
         Study(own, preset, synthesis_from=ship_run)
+
+
+def test_a_study_takes_stage_1_from_the_shipped_models(ship_run, ship_report, tmp_path):
+    """``run --synthesis-from SlicerEssNet/models``: the exported fp16 models and their cards serve as stage 1, the
+    report names them; an arm that needs a model the folder lacks fails in one line before any folder is made."""
+    from pathlib import Path
+
+    from Training.study.report import write_report
+    from Training.study.study import Study
+
+    models = ship_run / "models"
+    card = read_json(models / "essnet-ct2mr.json")
+    config = read_json(ship_run / "config.json")
+    root = Path(config["cases"]["CT"][0]["image"]).parent.parent
+    preset = get_preset("demo")
+    preset.data = dataclasses.replace(preset.data, source="real", data_root=str(root), ct_val_patients=5,
+                                      mr_val_patients=2, low_data_patients=1, spacing_mm=8.0, crop=48)
+    preset.segmentation = dataclasses.replace(preset.segmentation, base=4, crop=48, iterations=4, decay_from=2,
+                                              eval_every=2, checkpoint_every=2)
+    preset.arms = ("real", "real+essnet")
+    with pytest.raises(FileNotFoundError, match="cyclegan-ct2mr.json"):
+        Study(tmp_path / "ablation", preset, arms=("real", "real+cyclegan"), synthesis_from=models)
+    assert not (tmp_path / "ablation").exists()
+
+    log = io.StringIO()
+    results = Study(tmp_path / "paper", preset, stream=log, synthesis_from=models).run()
+    record = results["per_seed"]["0"]["stage1"]["essnet"]
+    assert record["shipped"] and record["iteration"] == card["training"]["selected_iteration"]
+    assert record["variant"] == card["training"]["selected_weights"]
+    translated = sorted(p.name.split("_essnet")[0]
+                        for p in (tmp_path / "paper" / "synthetic" / "essnet").glob("*_mr.nii.gz"))
+    assert translated == sorted(set(config["split"]["CT"]["train"] + config["split"]["CT"]["select"]
+                                    + config["split"]["CT"]["val"]))
+    assert set(results["summary"]) == {"real", "real+essnet"}
+    judged = results["per_seed"]["0"]["shape_consistency"]["essnet"]["mean_dice"]
+    assert 0.0 <= judged <= 1.0 and record["shape_consistency_3d_dice"] == judged
+    assert f"the shipped models in `{models.resolve()}`" in write_report(tmp_path / "paper").read_text()

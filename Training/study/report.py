@@ -242,17 +242,20 @@ def _shown_path(path: str) -> str:
 
 
 def _ship_stage1(results: dict) -> str:
-    """The set-up line of a run whose stage 1 came from a ship-synthesis run (``--synthesis-from``)."""
+    """The set-up line of a run whose stage 1 came from ``--synthesis-from``: a ship run, or the shipped models."""
     source = results.get("synthesis_from")
     if not source:
         return ""
     chosen = {tag: stage for run in results["per_seed"].values() for tag, stage in run["stage1"].items()}
     models = "; ".join(f"{tag}: {stage['variant']} weights of iteration {stage['iteration']}"
                        for tag, stage in sorted(chosen.items()))
+    if any(stage.get("shipped") for stage in chosen.values()):
+        return (f"- Stage 1: not trained here; the shipped models in `{_shown_path(source)}` ({models}; recipe and "
+                f"quality in their model cards), each translating every CT patient once on its own grid, the "
+                f"synthetic MR resampled onto this run's grid; the same models serve every seed.")
     return (f"- Stage 1: not trained here; the selected models of the ship run `{_shown_path(source)}` ({models}; "
-            f"its recipe "
-            f"in that run's `REPORT.md`), each translating every CT patient once on its own grid, the synthetic "
-            f"MR resampled onto this run's grid; the same models serve every seed.")
+            f"its recipe in that run's `REPORT.md`), each translating every CT patient once on its own grid, the "
+            f"synthetic MR resampled onto this run's grid; the same models serve every seed.")
 
 
 def _stage2_recipe(preset: dict) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import platform
 import sys
 import time
-import types
 from functools import cached_property
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from .other_mr import other_mr_case, score_other_mr
 from .presets import ARM_RECIPES, RESTYLED_CT, choose_shipped_arm, preset_from_dict
 from .report import write_report
 from .study_progress import StudyProgress
+from .synthesis_source import as_sides, check_source, source_generators
 from .translate import contact_sheet, sheet_rows, translate_cases
 
 SUMMARY_METRICS = ("pooled_dice_2d", "pooled_iou_2d", "mean_dice", "mean_ravd", "mean_assd", "mean_mssd",
@@ -52,8 +52,11 @@ class Study:
         """``workers`` > 1: the training jobs of each seed run side by side in that many processes
         (``job_pool.py``); ``worker``: this process is one of them and only trains the jobs it is given.
         ``arms``: on an existing run folder, the arms it runs from now on (finished arms reload).
-        ``synthesis_from``: a ship-synthesis run folder whose selected generators replace stage 1, so the
-        stage-2 arms learn from the long-trained models (recorded: a resumed run keeps it)."""
+        ``synthesis_from``: a ship-synthesis run folder whose selected generators replace stage 1, or the shipped
+        models' folder, so the stage-2 arms learn from the long-trained models (recorded: a resumed run keeps it)."""
+        if synthesis_from is not None and not worker:  # before any folder is made: one line, nothing to clean up
+            planned = arms or (preset.arms if preset is not None else ())
+            check_source(synthesis_from, sorted({ARM_RECIPES[arm][1] for arm in planned} & {"essnet", "cyclegan"}))
         self.run_dir = Path(run_dir)
         self.context = context or DistributedContext()
         self.stream = stream or sys.stderr
@@ -370,36 +373,29 @@ class Study:
                            "generator_parameters": _count(sides.ct_to_mr)}}
 
     def stage1_from_ship_run(self, seed: int, tag: str) -> dict:
-        """Stage 1 taken from a ship-synthesis run: its selected generator pair of ``tag``, on its own grid,
-        translates every CT patient (in memory, the same for every seed). The seed's real-only U-Net judges it
-        later (``judge_synthesis``)."""
-        from .ship_synthesis import best_generators, open_run
-
+        """Stage 1 taken from ``--synthesis-from`` (``synthesis_source.py``): a ship run's selected generator pair
+        of ``tag``, or the shipped models, on its own grid, translates every CT patient (in memory, the same for
+        every seed). The seed's real-only U-Net judges it later (``judge_synthesis``)."""
         source = Path(self.synthesis_from)
-        ship_config = open_run(source, None)
-        ship_preset = ship_config["preset_object"]
-        seen = set(ship_config["split"]["CT"]["train"]) & set(self.split["CT"]["val"])
+        trained_on, chosen, loaded, mr_to_ct = source_generators(source, tag)
+        seen = trained_on & set(self.split["CT"]["val"])
         if seen:
             raise ValueError(f"the models of {source} trained on CT patients this run holds out "
-                             f"({', '.join(sorted(seen))}): their shape consistency would be flattered; use a ship "
-                             "run with the same held-out CT patients")
-        variant, chosen, ct_to_mr, mr_to_ct = best_generators(source / tag, ship_preset, tag)
-        loaded = as_loaded_model(ct_to_mr, synthesis_card(ship_preset, f"{tag}-ct2mr", "CT->MR", {}))
+                             f"({', '.join(sorted(seen))}): their shape consistency would be flattered; use "
+                             "models with the same held-out CT patients")
         folder = self.run_dir / "synthetic" / tag  # one translation serves every seed
         synthetic_train = synthetic_val = None
         if self.context.is_main:
-            self.log(f"seed {seed}: stage 1 from {source}: {tag}, {variant} weights of iteration "
+            self.log(f"seed {seed}: stage 1 from {source}: {tag}, {chosen['variant']} weights of iteration "
                      f"{chosen['iteration']}; translating every CT patient")
             synthetic_train = translate_cases(loaded, self.cases_of("CT", "train"), folder, tag)
             synthetic_val = translate_cases(loaded, self.ct_val_cases, folder, tag)
-        sides = types.SimpleNamespace(ct_to_mr=ct_to_mr, mr_to_ct=mr_to_ct, segmenter=None)
-        return {"sides": sides, "suffix": "", "shape_consistency": None,
+        return {"sides": as_sides(loaded.network, mr_to_ct), "suffix": "", "shape_consistency": None,
                 "synthetic_train": self.context.broadcast_object(synthetic_train),
                 "synthetic_val": self.context.broadcast_object(synthetic_val),
-                "record": {"history": [], "attempt": 0, "seed": ship_preset.seeds[0], "source": str(source),
-                           "variant": variant, "iteration": chosen["iteration"], "passed_gate": True,
+                "record": {"history": [], "attempt": 0, "source": str(source), **chosen, "passed_gate": True,
                            "attempts": [], "shape_consistency_3d_dice": None, "segmenter_parameters": 0,
-                           "generator_parameters": _count(ct_to_mr)}}
+                           "generator_parameters": _count(loaded.network)}}
 
     def train_stage1(self, job: Job):
         """Train (or reload) one synthesis model: here, or in a worker process (``train_job``)."""
