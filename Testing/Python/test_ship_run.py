@@ -40,6 +40,19 @@ def tiny_ship_preset():
     return preset
 
 
+def tiny_study_preset(ship_config):
+    """A study preset of a few iterations on the ship run's data, holding out its 5 report CT patients."""
+    from pathlib import Path
+
+    root = Path(ship_config["cases"]["CT"][0]["image"]).parent.parent
+    preset = get_preset("demo")
+    preset.data = dataclasses.replace(preset.data, source="real", data_root=str(root), ct_val_patients=5,
+                                      mr_val_patients=2, low_data_patients=1, spacing_mm=8.0, crop=48)
+    preset.segmentation = dataclasses.replace(preset.segmentation, base=4, crop=48, iterations=4, decay_from=2,
+                                              eval_every=2, checkpoint_every=2)
+    return preset
+
+
 @pytest.fixture(scope="module")
 def ship_run(tmp_path_factory):
     from Training.study.ship_synthesis import train_all
@@ -132,18 +145,11 @@ def test_report_states_the_segmentation_branchs_gain_over_the_plain_cyclegan(shi
 def test_a_study_takes_stage_1_from_the_ship_run(ship_run, tmp_path):
     """``run --synthesis-from``: a run of the real arm alone grows the mixed arm with the ship run's selected
     EssNet; no synthesis model is trained, every CT patient is translated once, the real arm is not retrained."""
-    from pathlib import Path
-
     from Training.study.report import write_report
     from Training.study.study import Study
 
     config = read_json(ship_run / "config.json")
-    root = Path(config["cases"]["CT"][0]["image"]).parent.parent
-    preset = get_preset("demo")
-    preset.data = dataclasses.replace(preset.data, source="real", data_root=str(root), ct_val_patients=5,
-                                      mr_val_patients=2, low_data_patients=1, spacing_mm=8.0, crop=48)
-    preset.segmentation = dataclasses.replace(preset.segmentation, base=4, crop=48, iterations=4, decay_from=2,
-                                              eval_every=2, checkpoint_every=2)
+    preset = tiny_study_preset(config)
     preset.arms = ("real",)
     run_dir = tmp_path / "paper"
     Study(run_dir, preset, stream=io.StringIO()).run()
@@ -184,20 +190,13 @@ def test_a_study_takes_stage_1_from_the_ship_run(ship_run, tmp_path):
 def test_a_study_takes_stage_1_from_the_shipped_models(ship_run, ship_report, tmp_path):
     """``run --synthesis-from SlicerEssNet/models``: the exported fp16 models and their cards serve as stage 1, the
     report names them; an arm that needs a model the folder lacks fails in one line before any folder is made."""
-    from pathlib import Path
-
     from Training.study.report import write_report
     from Training.study.study import Study
 
     models = ship_run / "models"
     card = read_json(models / "essnet-ct2mr.json")
     config = read_json(ship_run / "config.json")
-    root = Path(config["cases"]["CT"][0]["image"]).parent.parent
-    preset = get_preset("demo")
-    preset.data = dataclasses.replace(preset.data, source="real", data_root=str(root), ct_val_patients=5,
-                                      mr_val_patients=2, low_data_patients=1, spacing_mm=8.0, crop=48)
-    preset.segmentation = dataclasses.replace(preset.segmentation, base=4, crop=48, iterations=4, decay_from=2,
-                                              eval_every=2, checkpoint_every=2)
+    preset = tiny_study_preset(config)
     preset.arms = ("real", "real+essnet")
     with pytest.raises(FileNotFoundError, match="cyclegan-ct2mr.json"):
         Study(tmp_path / "ablation", preset, arms=("real", "real+cyclegan"), synthesis_from=models)
