@@ -212,8 +212,10 @@ def markdown(results: dict, config: dict, figures: list) -> str:
               f"MR {len(split['MR']['train'])} training / {len(split['MR']['val'])} validation patients; low-data "
               f"arms: {', '.join(split['MR_low_data'])}. Patient-level split, seed {split['seed']}.",
               f"- Grid: {preset['data']['spacing_mm']} mm pixels (the core's GridSpec, spacing mode, multiple of "
-              f"{preset['data']['multiple_of']}); training crops {preset['synthesis']['crop']} px (stage 1) and "
-              f"{preset['segmentation'].get('crop', preset['data']['crop'])} px (stage 2), whole slices in use; small affine + intensity jitter"
+              f"{preset['data']['multiple_of']}); training crops "
+              + ("" if results.get("synthesis_from") else f"{preset['synthesis']['crop']} px (stage 1) and ")
+              + f"{preset['segmentation'].get('crop', preset['data']['crop'])} px (stage 2), whole slices in use; "
+              "small affine + intensity jitter"
               + (f", liver-only contrast jitter exp(±{preset['data']['organ_contrast']:g}) in stage 2"
                  if preset["data"].get("organ_contrast") else "")
               + (f", liver-only power exp(±{preset['data']['organ_gamma']:g})" if preset["data"].get("organ_gamma")
@@ -445,7 +447,8 @@ def _differences(preset: dict, results: dict) -> list:
         f"6.5 GPU-hours per model. This `{preset['name']}` run uses {preset['data']['spacing_mm']} mm pixels (128 px "
         f"cover 320 mm), generators at ngf {preset['synthesis']['ngf']} and a U-Net at base "
         f"{preset['segmentation']['base']} (so the shipped fp16 weights stay under 25 MB), and minutes of CPU time "
-        f"per model" + (" (stage 1 excepted: it comes from the ship run, an hour or more of CPU per model)"
+        f"per model" + (" (stage 1 excepted: its models come from a long run of their own, on their own grid, an hour or more "
+                        "of CPU per model; the set-up below says where)"
                         if results.get("synthesis_from") else "")
         + ". Coarser pixels cost boundary accuracy (ASSD/MSSD) more than overlap.",
         "- **Data.** MR: CHAOS T2-SPIR, 15 patients available here (the paper used CHAOS MR, sequence unstated). "
