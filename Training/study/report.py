@@ -534,8 +534,9 @@ def write_report(run_dir, out=None) -> Path:
     for name, plot in plots:
         plot(results, out / name)
         figures.append(name)
-    sheets = [(run_dir / f"seed{seed}" / "contact_sheet.png", out / f"contact_sheet_seed{seed}.png")
-              for seed in results["seeds"]]
+    # Models from --synthesis-from serve every seed: their translations, and so the sheets, are the same.
+    seeds = results["seeds"][:1] if results.get("synthesis_from") else results["seeds"]
+    sheets = [(run_dir / f"seed{seed}" / "contact_sheet.png", out / f"contact_sheet_seed{seed}.png") for seed in seeds]
     if results.get("other_mr"):
         sheets.append((run_dir / "other_mr.png", out / "other_mr.png"))
     for sheet, target in sheets:  # figures the study drew: small copies beside the report

@@ -248,10 +248,11 @@ class Study:
             if chosen["shape_consistency"] is not None:
                 results["shape_consistency"][tag] = chosen["shape_consistency"]
         if self.context.is_main and synthetic_val:
-            titles = {"essnet": "EssNet MR", "cyclegan": "CycleGAN MR"}
+            titles = {tag: {"essnet": "EssNet MR", "cyclegan": "CycleGAN MR"}[tag] for tag in synthetic_val}
             contact_sheet(sheet_rows(self.ct_val_cases, {titles[tag]: cases for tag, cases in synthetic_val.items()}),
                           seed_dir / "contact_sheet.png",
-                          "held-out CT patients: CT / EssNet MR / CycleGAN MR (orange: CT liver label)")
+                          f"held-out CT patients: {' / '.join(['CT', *titles.values()])}\n"
+                          "orange: the CT's liver label")
         sources = dict(synthetic_train)
         if any(ARM_RECIPES[arm][1] == RESTYLED_CT for arm in self.arms()):
             sources[RESTYLED_CT], suffixes[RESTYLED_CT] = (), ""
