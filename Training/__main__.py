@@ -178,8 +178,12 @@ def _run(arguments) -> int:
         from .study.job_pool import auto_workers
 
         workers = auto_workers(str(device), context.enabled)
-    study = Study(run_dir, preset, context, device=str(device), seeds=arguments.seeds, workers=workers,
-                  arms=arguments.arms, synthesis_from=arguments.synthesis_from)
+    try:
+        study = Study(run_dir, preset, context, device=str(device), seeds=arguments.seeds, workers=workers,
+                      arms=arguments.arms, synthesis_from=arguments.synthesis_from)
+    except (ValueError, FileNotFoundError) as error:  # what the run folder and options were checked for
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     study.run()
     if study.preset.run_cli_demo and context.is_main:
         from .study.demo import apply_models_with_cli

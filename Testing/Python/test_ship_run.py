@@ -215,3 +215,16 @@ def test_a_study_takes_stage_1_from_the_shipped_models(ship_run, ship_report, tm
     judged = results["per_seed"]["0"]["shape_consistency"]["essnet"]["mean_dice"]
     assert 0.0 <= judged <= 1.0 and record["shape_consistency_3d_dice"] == judged
     assert f"the shipped models in `{models.resolve()}`" in write_report(tmp_path / "paper").read_text()
+
+
+def test_the_run_command_names_a_missing_synthesis_source_in_one_line(tmp_path, capsys):
+    """A folder that is not there, or models that lack an arm's generator: exit 1, one line, no run folder."""
+    from Training.__main__ import REPO, main
+
+    for source, arms, named in ((tmp_path / "nowhere", ["real", "real+essnet"], "no such folder"),
+                                (REPO / "SlicerEssNet" / "models", ["real", "real+cyclegan"], "cyclegan-ct2mr.json")):
+        code = main(["run", "--preset", "demo", "--run-dir", str(tmp_path / "run"), "--synthesis-from", str(source),
+                     "--arms", *arms, "--workers", "1"])
+        error = capsys.readouterr().err.strip().splitlines()
+        assert code == 1 and error[-1].startswith("error: ") and named in error[-1]
+        assert not (tmp_path / "run").exists()
