@@ -252,11 +252,11 @@ def _ship_stage1(results: dict) -> str:
     models = "; ".join(f"{tag}: {stage['variant']} weights of iteration {stage['iteration']}"
                        for tag, stage in sorted(chosen.items()))
     if any(stage.get("shipped") for stage in chosen.values()):
-        return (f"- Stage 1: not trained here; the shipped models in `{_shown_path(source)}` ({models}; recipe and "
-                f"quality in their model cards), each translating every CT patient once on its own grid, the "
-                f"synthetic MR resampled onto this run's grid; the same models serve every seed.")
-    return (f"- Stage 1: not trained here; the selected models of the ship run `{_shown_path(source)}` ({models}; "
-            f"its recipe in that run's `REPORT.md`), each translating every CT patient once on its own grid, the "
+        where = f"the shipped models in `{_shown_path(source)}` ({models}; recipe and quality in their model cards)"
+    else:
+        where = (f"the selected models of the ship run `{_shown_path(source)}` ({models}; its recipe in that run's "
+                 f"`REPORT.md`)")
+    return (f"- Stage 1: not trained here; {where}, each translating every CT patient once on its own grid, the "
             f"synthetic MR resampled onto this run's grid; the same models serve every seed.")
 
 

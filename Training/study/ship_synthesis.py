@@ -204,6 +204,15 @@ def train_all(run_dir, preset, tags=tuple(MODELS), workers: int = 1, device: str
     return 0
 
 
+def selection_record(job_dir) -> dict:
+    """The model's ``selection.json``, or ``FileNotFoundError`` saying how to get one."""
+    record = read_json(Path(job_dir) / "selection.json")
+    if not record or not record["best"]:
+        raise FileNotFoundError(f"{job_dir} has no selected model yet: train it first (python -m Training "
+                                f"ship-synthesis --run-dir {Path(job_dir).parent})")
+    return record
+
+
 def best_generators(job_dir, preset, tag: str):
     """``(variant, record, ct_to_mr, mr_to_ct)`` of the best candidate the run kept, as float32 networks."""
     import torch
@@ -212,10 +221,7 @@ def best_generators(job_dir, preset, tag: str):
 
     from ..stages.essnet import generator_architecture
 
-    record = read_json(Path(job_dir) / "selection.json")
-    if not record or not record["best"]:
-        raise FileNotFoundError(f"{job_dir} has no selected model yet: train it first (python -m Training "
-                                f"ship-synthesis)")
+    record = selection_record(job_dir)
     variant = max(record["best"], key=lambda v: record["best"][v]["mean"])
     state = load_checkpoint(Path(job_dir) / f"best-{variant}.pt")
     networks = []

@@ -19,6 +19,7 @@ from __future__ import annotations
 import platform
 import sys
 import time
+import types
 from functools import cached_property
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from .other_mr import other_mr_case, score_other_mr
 from .presets import ARM_RECIPES, RESTYLED_CT, choose_shipped_arm, preset_from_dict
 from .report import write_report
 from .study_progress import StudyProgress
-from .synthesis_source import as_sides, check_source, source_generators
+from .synthesis_source import check_source, source_generators
 from .translate import contact_sheet, sheet_rows, translate_cases
 
 SUMMARY_METRICS = ("pooled_dice_2d", "pooled_iou_2d", "mean_dice", "mean_ravd", "mean_assd", "mean_mssd",
@@ -391,7 +392,8 @@ class Study:
                      f"{chosen['iteration']}; translating every CT patient")
             synthetic_train = translate_cases(loaded, self.cases_of("CT", "train"), folder, tag)
             synthetic_val = translate_cases(loaded, self.ct_val_cases, folder, tag)
-        return {"sides": as_sides(loaded.network, mr_to_ct), "suffix": "", "shape_consistency": None,
+        sides = types.SimpleNamespace(ct_to_mr=loaded.network, mr_to_ct=mr_to_ct, segmenter=None)
+        return {"sides": sides, "suffix": "", "shape_consistency": None,
                 "synthetic_train": self.context.broadcast_object(synthetic_train),
                 "synthetic_val": self.context.broadcast_object(synthetic_val),
                 "record": {"history": [], "attempt": 0, "source": str(source), **chosen, "passed_gate": True,

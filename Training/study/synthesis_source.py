@@ -6,10 +6,9 @@ the pair trained on (which must not be among the study's held-out ones) and a re
 """
 from __future__ import annotations
 
-import types
 from pathlib import Path
 
-from ..stages.checkpoint import read_json
+from .ship_synthesis import best_generators, open_run, selection_record
 
 
 def is_models_folder(source) -> bool:
@@ -26,16 +25,16 @@ def check_source(source, tags) -> None:
     if not source.is_dir():
         raise FileNotFoundError(f"--synthesis-from {source}: no such folder; give a ship-synthesis run folder "
                                 f"(python -m Training ship-synthesis) or the shipped models, SlicerEssNet/models")
+    shipped = is_models_folder(source)
     for tag in tags:
-        if is_models_folder(source):
+        if shipped:
             missing = [name for name in (f"{tag}-ct2mr.json", f"{tag}-mr2ct.json") if not (source / name).exists()]
             if missing:
                 raise FileNotFoundError(
                     f"{source} has no {' or '.join(missing)}: the shipped models are EssNet's; for the {tag} arms "
                     f"train a ship run (python -m Training ship-synthesis) and pass its folder")
-        elif not (read_json(source / tag / "selection.json") or {}).get("best"):
-            raise FileNotFoundError(f"{source / tag} has no selected model yet: train it first (python -m Training "
-                                    f"ship-synthesis --run-dir {source})")
+        else:
+            selection_record(source / tag)
 
 
 def source_generators(source, tag: str):
@@ -61,16 +60,9 @@ def _shipped(folder: Path, tag: str):
 def _from_ship_run(run_dir: Path, tag: str):
     from .cards import synthesis_card
     from .evaluate import as_loaded_model
-    from .ship_synthesis import best_generators, open_run
-
     config = open_run(run_dir, None)
     preset = config["preset_object"]
     variant, chosen, ct_to_mr, mr_to_ct = best_generators(run_dir / tag, preset, tag)
     loaded = as_loaded_model(ct_to_mr, synthesis_card(preset, f"{tag}-ct2mr", "CT->MR", {}))
     record = {"variant": variant, "iteration": chosen["iteration"], "shipped": False, "seed": preset.seeds[0]}
     return set(config["split"]["CT"]["train"]), record, loaded, mr_to_ct
-
-
-def as_sides(ct_to_mr, mr_to_ct):
-    """The generator pair in the shape a trained stage 1 has (no segmentation branch)."""
-    return types.SimpleNamespace(ct_to_mr=ct_to_mr, mr_to_ct=mr_to_ct, segmenter=None)
