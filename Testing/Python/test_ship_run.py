@@ -142,6 +142,31 @@ def test_report_states_the_segmentation_branchs_gain_over_the_plain_cyclegan(shi
     assert "| CycleGAN (ablation) |" in text and "EssNet minus the plain CycleGAN, same recipe, seed and judge): +0.062" in text
 
 
+def test_the_regenerate_line_rebuilds_the_recorded_recipe(ship_run, tmp_path):
+    """A run of one model with changed options says ``--only`` and each ``--set``; read back through
+    ``parse_option`` onto the named preset, those options give the recorded recipe again."""
+    import shlex
+
+    from Training.study.presets import parse_option
+    from Training.study.ship_report import REPO, regenerate_line
+    from Training.study.ship_synthesis import open_run
+
+    recorded = open_run(ship_run, None)["preset_object"]
+    line = regenerate_line(recorded, {"cyclegan": 6}, REPO / "docs" / "results" / "ship-cyclegan")
+    train, report = line.split("`")[1], line.split("`")[3]
+    assert train.startswith("python -m Training ship-synthesis --only cyclegan --set ")
+    assert report == "python -m Training ship-report --out docs/results/ship-cyclegan"
+    rebuilt = get_preset("ship")
+    words = shlex.split(train)
+    for index, word in enumerate(words):
+        if word == "--set":
+            section, name, value = parse_option(words[index + 1])
+            setattr(rebuilt, section, dataclasses.replace(getattr(rebuilt, section), **{name: value}))
+    assert rebuilt.data == recorded.data and rebuilt.synthesis == recorded.synthesis
+    both = regenerate_line(recorded, {"essnet": 6, "cyclegan": 6}, tmp_path / "elsewhere")
+    assert "--only" not in both and both.endswith("ship-report --out FOLDER`.")
+
+
 def test_a_study_takes_stage_1_from_the_ship_run(ship_run, tmp_path):
     """``run --synthesis-from``: a run of the real arm alone grows the mixed arm with the ship run's selected
     EssNet; no synthesis model is trained, every CT patient is translated once, the real arm is not retrained."""

@@ -227,9 +227,10 @@ def contact_sheet(run_dir, config: dict, quality: dict, path: Path, rows: int = 
                     axis.set_xlabel(title.split("\n")[1], fontsize=8)
                 if column == 0:
                     axis.set_ylabel(case.patient + (" (zoom)" if zoom else ""), fontsize=8)
-    figure.suptitle("held-out CT patients at the CT's own resolution (orange: CT liver label; cyan: the zoomed "
+    # Two lines and a reserved band: with one model the sheet is two panels wide, too narrow for one line.
+    figure.suptitle("held-out CT patients at the CT's own resolution\n(orange: CT liver label; cyan: the zoomed "
                     "area, 1 image pixel = 1 screen block)", fontsize=9)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.45 / figure.get_figheight()))
     save_figure(figure, path)
 
 
@@ -271,20 +272,34 @@ def trained_iterations(run_dir) -> dict:
             for tag, record in records.items() if record.get("scores")}
 
 
-def markdown(config: dict, quality: dict, figures: list, trained: dict = None) -> str:
+def regenerate_line(preset, trained: dict, out=None) -> str:
+    """The commands that make this run again: ``--only`` when one model was trained, ``--set`` for changed options."""
+    from .presets import changed_options, get_preset
+
+    train = "python -m Training ship-synthesis"
+    if len(trained) == 1:
+        train += f" --only {next(iter(trained))}"
+    train += "".join(f" --set {option}" for option in changed_options(preset, get_preset("ship")))
+    folder = "docs/results/ship"
+    if out is not None:
+        out = Path(out).resolve()
+        folder = out.relative_to(REPO).as_posix() if out.is_relative_to(REPO) else "FOLDER"
+    return f"Regenerate: `{train}` (train or resume), then `python -m Training ship-report --out {folder}`."
+
+
+def markdown(config: dict, quality: dict, figures: list, trained: dict = None, out=None) -> str:
     trained = trained or {}
     preset = config["preset_object"]
     options = preset.synthesis
     split = config["split"]["CT"]
-    lines = ["# Ship run: the shipped synthesis models", "",
+    lines = ["# Ship run: the synthesis models", "",
              f"Preset `ship`: {preset.data.spacing_mm:g} mm grid, {options.crop} px crops, ngf {options.ngf}, "
              f"{options.upsampling} upsampling, {'bf16' if options.autocast_bf16 else 'fp32'}, "
              f"{options.iterations} iterations planned (linear decay from {options.decay_from}); every "
              f"{options.select_every} iterations the fixed judge scores the live generators and their moving "
              f"average (decay {options.ema_decay:g}) on CT {', '.join(split['select'])}; the best is kept. "
              f"Scores below are on CT {', '.join(split['val'])}, which played no part in training or choosing.", "",
-             "Regenerate: `python -m Training ship-synthesis` (train or resume), then "
-             "`python -m Training ship-report --out docs/results/ship`.", "",
+             regenerate_line(preset, trained, out), "",
              "| model | chosen | shape consistency (mean) | lowest patient | two-sample accuracy (95 % CI) | "
              "Nyquist ratio |", "|---|---|---|---|---|---|"]
     for tag in ("essnet", "cyclegan", "before"):
@@ -344,7 +359,7 @@ def write_ship_report(run_dir, out=None, log=print, two_sample_iterations: int =
     contact_sheet(run_dir, config, quality, run_dir / figures[0])
     selection_curves(run_dir, run_dir / figures[1])
     report = run_dir / "REPORT.md"
-    report.write_text(markdown(config, quality, figures, trained_iterations(run_dir)))
+    report.write_text(markdown(config, quality, figures, trained_iterations(run_dir), out))
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
