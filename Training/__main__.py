@@ -105,13 +105,15 @@ def main(argv=None) -> int:
         if arguments.command == "ship-synthesis":
             return _ship_synthesis(arguments)
         if arguments.command == "ship-report":
-            from .study.ship_report import write_ship_report
+            from .study.ship_report import reportable_run, write_ship_report
 
+            run_dir = arguments.run_dir or REPO / "runs" / "ship"
             try:
-                print(write_ship_report(arguments.run_dir or REPO / "runs" / "ship", arguments.out))
-            except FileNotFoundError as error:
+                reportable_run(run_dir)
+            except (FileNotFoundError, ValueError) as error:
                 print(f"error: {error}", file=sys.stderr)
                 return 1
+            print(write_ship_report(run_dir, arguments.out))
             return 0
         if arguments.command == "report":
             from .study.report import write_report
@@ -195,9 +197,10 @@ def _run(arguments) -> int:
 def _ship_synthesis(arguments) -> int:
     import dataclasses
 
+    from SlicerEssNet.errors import InputImageError
     from SlicerEssNet.runtime import import_torch, select_device
 
-    from .study.ship_synthesis import MODELS, train_all
+    from .study.ship_synthesis import MODELS, open_run, train_all
 
     import_torch(int(os.environ["OMP_NUM_THREADS"]) if os.environ.get("OMP_NUM_THREADS") else None, wait="short_spin")
     device, note = select_device(arguments.device)
@@ -210,8 +213,13 @@ def _ship_synthesis(arguments) -> int:
     workers = arguments.workers
     if workers == "auto":
         workers = 1 if str(device) != "cpu" else 2
-    return train_all(arguments.run_dir or REPO / "runs" / "ship", preset, tags, workers, str(device),
-                     arguments.data_root)
+    run_dir = arguments.run_dir or REPO / "runs" / "ship"
+    try:  # the folder, the data and the options, before anything trains
+        open_run(run_dir, preset, arguments.data_root, arguments.overrides)
+    except (ValueError, FileNotFoundError, InputImageError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return train_all(run_dir, preset, tags, workers, str(device), arguments.data_root, overrides=arguments.overrides)
 
 
 if __name__ == "__main__":

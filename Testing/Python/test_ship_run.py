@@ -96,13 +96,49 @@ def test_the_kept_weights_are_the_ones_that_were_scored(ship_run):
     assert again["per_patient"] == pytest.approx(chosen["per_patient"], abs=1e-6)
 
 
-def test_a_finished_run_resumes_as_a_no_op(ship_run):
+def tensors_of(state, prefix="") -> dict:
+    """Every tensor in a nested state (dicts, lists), by its path."""
+    if isinstance(state, torch.Tensor):
+        return {prefix: state}
+    items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, (list, tuple)) else ()
+    return {path: tensor for key, value in items for path, tensor in tensors_of(value, f"{prefix}/{key}").items()}
+
+
+def test_a_run_stopped_midway_resumes_to_the_same_models(ship_run, tmp_path, monkeypatch):
+    """Killed after the checkpoint and selection of iteration 3, the same command finishes the run: the scores and
+    the kept generators are those of the run that never stopped; once done, a further call changes nothing."""
+    from Training.stages import train_synthesis
+    from Training.stages.checkpoint import load_checkpoint
     from Training.study.ship_synthesis import train_all
 
-    before = (ship_run / "essnet" / "selection.json").read_text()
-    stream = io.StringIO()
-    assert train_all(ship_run, None, ("essnet",), workers=1, stream=stream) == 0
-    assert (ship_run / "essnet" / "selection.json").read_text() == before
+    run_dir = tmp_path / "ship"
+    run_dir.mkdir()
+    shutil.copyfile(ship_run / "config.json", run_dir / "config.json")
+    whole_step = train_synthesis.unpaired_step
+
+    def killed_at_4(*arguments):
+        if arguments[6] == 4:  # the iteration
+            raise KeyboardInterrupt
+        return whole_step(*arguments)
+
+    monkeypatch.setattr(train_synthesis, "unpaired_step", killed_at_4)
+    with pytest.raises(KeyboardInterrupt):
+        train_all(run_dir, None, ("essnet",), workers=1, stream=io.StringIO())
+    assert [e["iteration"] for e in read_json(run_dir / "essnet" / "selection.json")["scores"]] == [3]
+    assert not (run_dir / "essnet" / "done.json").exists()
+    monkeypatch.setattr(train_synthesis, "unpaired_step", whole_step)
+    assert train_all(run_dir, None, ("essnet",), workers=1, stream=io.StringIO()) == 0
+    resumed, whole = (read_json(folder / "essnet" / "selection.json") for folder in (run_dir, ship_run))
+    assert resumed == whole
+    # The trained state at the end (generators, discriminators, optimisers, moving averages) is the same too.
+    final = [load_checkpoint(folder / "essnet" / "checkpoint.pt")["training"] for folder in (run_dir, ship_run)]
+    assert tensors_of(final[0]).keys() == tensors_of(final[1]).keys()
+    for name, tensor in tensors_of(final[0]).items():
+        assert torch.equal(tensor, tensors_of(final[1])[name]), name
+    files = [run_dir / "essnet" / name for name in ("selection.json", "checkpoint.pt", "best-live.pt")]
+    finished = [path.stat().st_mtime_ns for path in files]
+    assert train_all(run_dir, None, ("essnet",), workers=1, stream=io.StringIO()) == 0
+    assert [path.stat().st_mtime_ns for path in files] == finished
 
 
 @pytest.fixture(scope="module")
@@ -253,3 +289,83 @@ def test_the_run_command_names_a_missing_synthesis_source_in_one_line(tmp_path, 
         error = capsys.readouterr().err.strip().splitlines()
         assert code == 1 and error[-1].startswith("error: ") and named in error[-1]
         assert not (tmp_path / "run").exists()
+
+
+def test_refused_commands_leave_every_folder_as_it_was(ship_run, tmp_path, capsys):
+    """Options a resumed ship run cannot take, a selection set out of range, a folder that is not a ship run, or
+    one with nothing selected yet: exit 1 with one line, and no file written or changed."""
+    from pathlib import Path
+
+    from Training.__main__ import main
+
+    config_before = (ship_run / "config.json").read_bytes()
+    root = Path(read_json(ship_run / "config.json")["cases"]["CT"][0]["image"]).parent.parent
+    study_folder = tmp_path / "study"
+    study_folder.mkdir()
+    (study_folder / "config.json").write_text('{"preset": {}, "split": {"CT": {"train": [], "val": []}}}')
+    unselected = tmp_path / "unselected"
+    unselected.mkdir()
+    shutil.copyfile(ship_run / "config.json", unselected / "config.json")
+    for command, named in (
+            (["ship-synthesis", "--run-dir", str(ship_run), "--set", "synthesis.iterations=7"],
+             "was started with synthesis.iterations=6"),
+            (["ship-synthesis", "--run-dir", str(tmp_path / "new"), "--data-root", str(root),
+              "--set", "data.ct_select_patients=0"], "data.ct_select_patients=0"),
+            (["ship-report", str(study_folder)], "not a ship-synthesis run folder"),
+            (["ship-report", str(unselected)], "no selected model yet")):
+        listing = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+        assert main(command) == 1, command
+        error = capsys.readouterr().err.strip().splitlines()
+        assert error[-1].startswith("error: ") and named in error[-1], error
+        assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == listing
+    assert (ship_run / "config.json").read_bytes() == config_before
+
+
+def test_a_study_checks_its_synthesis_source_before_it_writes(ship_run, tmp_path):
+    """A source that lacks an arm's model or trained on this run's held-out CTs is refused before the run's
+    config changes; a source whose weights changed after the run translated with them is refused on resuming."""
+    from Training.study.study import Study
+
+    preset = tiny_study_preset(read_json(ship_run / "config.json"))
+    preset.arms = ("real",)
+    run_dir = tmp_path / "paper"
+    Study(run_dir, preset, stream=io.StringIO())
+    recorded = (run_dir / "config.json").read_bytes()
+    with pytest.raises(FileNotFoundError, match="no selected model yet"):  # this ship run has no CycleGAN
+        Study(run_dir, preset, arms=("real", "real+cyclegan"), seeds=(0, 1), synthesis_from=ship_run)
+    assert (run_dir / "config.json").read_bytes() == recorded
+
+    wider = dataclasses.replace(preset, data=dataclasses.replace(preset.data, ct_val_patients=9))
+    with pytest.raises(ValueError, match="this run holds out"):
+        Study(tmp_path / "wider", wider, arms=("real", "real+essnet"), synthesis_from=ship_run)
+    assert not (tmp_path / "wider").exists()
+
+    source = tmp_path / "source"
+    shutil.copytree(ship_run, source)
+    Study(run_dir, preset, stream=io.StringIO(), arms=("real", "real+essnet"), synthesis_from=source).run()
+    fingerprint = read_json(run_dir / "config.json")["synthesis_models"]["essnet"]
+    assert (run_dir / "synthetic" / "essnet").is_dir() and fingerprint["iteration"] in (3, 6)
+    Study(run_dir, preset, stream=io.StringIO())  # unchanged weights: resumes
+    other = {"live": "average", "average": "live"}[fingerprint["variant"]]
+    shutil.copyfile(source / "essnet" / f"best-{other}.pt", source / "essnet" / f"best-{fingerprint['variant']}.pt")
+    with pytest.raises(ValueError, match="changed since this run translated"):
+        Study(run_dir, preset, stream=io.StringIO())
+
+
+def test_the_ship_report_measures_again_when_the_run_chose_other_weights(ship_run, ship_report):
+    from SlicerEssNet.weights import file_sha256
+    from Training.stages.checkpoint import write_json
+    from Training.study.ship_report import write_ship_report
+
+    quality = read_json(ship_run / "quality.json")
+    entry = quality["models"]["essnet"]
+    assert entry["sha256"] == file_sha256(ship_run / "essnet" / f"best-{entry['variant']}.pt")
+    said = []
+    write_ship_report(ship_run, log=said.append, two_sample_iterations=20, shipped_before=False)
+    assert said == []  # the same weights: the cache serves
+    entry["sha256"] = "weights the run has since replaced"
+    write_json(quality, ship_run / "quality.json")
+    write_ship_report(ship_run, log=said.append, two_sample_iterations=20, shipped_before=False)
+    assert any("essnet: shape consistency" in line for line in said)
+    assert read_json(ship_run / "quality.json")["models"]["essnet"]["sha256"] == file_sha256(
+        ship_run / "essnet" / f"best-{entry['variant']}.pt")

@@ -8,12 +8,14 @@ Everything measured is cached in ``quality.json``; a second call only redraws an
 """
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
+
+from SlicerEssNet.atomic import atomic_path
+from SlicerEssNet.weights import file_sha256
 
 from ..data.cohorts import load_case
 from ..stages.checkpoint import read_json, write_json
@@ -50,7 +52,7 @@ def export_generators(run_dir, config: dict, tag: str, quality: dict) -> list:
         "selected_iteration": chosen["iteration"], "selected_weights": "moving average" if variant == "average"
         else "live", "ema_decay": options.ema_decay, "crop_px": options.crop, "spacing_mm": preset.data.spacing_mm,
         "upsampling": options.upsampling, "precision": "bf16" if options.autocast_bf16 else "fp32",
-        "device": done.get("device", "cpu (2 cores)"), "seconds": done.get("seconds"),
+        "device": done.get("device"), "seconds": done.get("seconds"),
         "selection": f"shape consistency on CT {', '.join(config['split']['CT']['select'])} every "
                      f"{options.select_every} iterations (judge: Training/judge/liver-unet-mr)"}
     own = quality["models"][tag]
@@ -129,7 +131,8 @@ def measure(run_dir, config: dict, log=print, two_sample_iterations: int = 600, 
         variant, chosen, ct_to_mr, mr_to_ct = best_generators(run_dir / tag, preset, tag)
         ct_to_mr = ct_to_mr.half().float()  # what the fp16 file gives users: the figures are the shipped model's
         candidates.append((tag, as_loaded_model(ct_to_mr, synthesis_card(preset, f"{tag}-ct2mr", "CT->MR", {})),
-                           {"variant": variant, "iteration": chosen["iteration"], "selection": chosen}))
+                           {"variant": variant, "iteration": chosen["iteration"], "selection": chosen,
+                            "sha256": file_sha256(run_dir / tag / f"best-{variant}.pt")}))
     before_card = read_json(SHIPPED / "essnet-ct2mr.json")
     if shipped_before and before_card and before_card.get("training", {}).get("preset") != "ship":
         candidates.append(("before", load_model(SHIPPED / "essnet-ct2mr.safetensors"), None))
@@ -137,8 +140,9 @@ def measure(run_dir, config: dict, log=print, two_sample_iterations: int = 600, 
     train_ct = {c.patient: load_case(c) for c in run_cases(config, "CT", "train")[::3]}
     real_train_slices, real_val_slices = mr_slices(real_train), mr_slices(real_val)
     for tag, loaded, chosen in candidates:
-        if tag in quality["models"]:
-            continue
+        cached = quality["models"].get(tag)
+        if cached and (chosen is None or cached.get("sha256") == chosen["sha256"]):
+            continue  # measured before, and the run has not chosen other weights since
         started = time.perf_counter()
         log(f"[ship-report] {tag}: shape consistency on {len(report_volumes)} held-out CT patients")
         kept = {}
@@ -344,14 +348,22 @@ def markdown(config: dict, quality: dict, figures: list, trained: dict = None, o
     return "\n".join(lines) + "\n"
 
 
+def reportable_run(run_dir) -> dict:
+    """The run's config when it is a ship run with a selected model; otherwise one line saying what to do
+    (``FileNotFoundError`` / ``ValueError``), before anything is measured or written."""
+    config = open_run(run_dir, None)
+    if not trained_tags(run_dir):
+        raise FileNotFoundError(f"{run_dir} has no selected model yet: train first (python -m Training "
+                                f"ship-synthesis --run-dir {run_dir}; the first selection comes after "
+                                f"{config['preset_object'].synthesis.select_every} iterations)")
+    return config
+
+
 def write_ship_report(run_dir, out=None, log=print, two_sample_iterations: int = 600,
                       shipped_before: bool = True) -> Path:
     """``shipped_before``: also score the synthesis model shipped before this run (when it came from elsewhere)."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.json").exists():
-        raise FileNotFoundError(f"{run_dir} is not a ship run folder (no config.json): train first with "
-                                f"python -m Training ship-synthesis --run-dir {run_dir}")
-    config = open_run(run_dir, None)
+    config = reportable_run(run_dir)
     quality = measure(run_dir, config, log, two_sample_iterations, shipped_before)
     for tag in trained_tags(run_dir):
         export_generators(run_dir, config, tag, quality)
@@ -359,8 +371,9 @@ def write_ship_report(run_dir, out=None, log=print, two_sample_iterations: int =
     contact_sheet(run_dir, config, quality, run_dir / figures[0])
     selection_curves(run_dir, run_dir / figures[1])
     report = run_dir / "REPORT.md"
-    report.write_text(markdown(config, quality, figures, trained_iterations(run_dir), out))
-    if out is not None:
+    with atomic_path(report) as temporary:
+        temporary.write_text(markdown(config, quality, figures, trained_iterations(run_dir), out))
+    if out is not None and Path(out).resolve() != run_dir.resolve():
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         from .report import _small_png
@@ -368,8 +381,8 @@ def write_ship_report(run_dir, out=None, log=print, two_sample_iterations: int =
         for name in figures:  # palette PNGs: a committed report stays small
             _small_png(run_dir / name, out / name)
         for name in ("REPORT.md", "quality.json"):
-            shutil.copyfile(run_dir / name, out / name)
-        (out / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "preset_object"},
-                                                    indent=2) + "\n")
+            with atomic_path(out / name) as temporary:
+                shutil.copyfile(run_dir / name, temporary)
+        write_json({k: v for k, v in config.items() if k != "preset_object"}, out / "config.json")
         return out / "REPORT.md"
     return report

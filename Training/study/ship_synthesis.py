@@ -33,19 +33,39 @@ def ship_split(cases: dict, preset) -> dict:
     data = preset.data
     split = make_split(cases, data.ct_val_patients, data.mr_val_patients, data.low_data_patients, seed=0)
     train = sorted(split["CT"]["train"])
+    if not 1 <= data.ct_select_patients < len(train):
+        raise ValueError(f"data.ct_select_patients={data.ct_select_patients}: the run chooses its model on 1 to "
+                         f"{len(train) - 1} of the {len(train)} CT training patients left after "
+                         f"{data.ct_val_patients} held out")
     chosen = sorted(random.Random(202).sample(train, data.ct_select_patients))
     split["CT"]["select"] = chosen
     split["CT"]["train"] = [patient for patient in train if patient not in chosen]
     return split
 
 
-def open_run(run_dir, preset, data_root=None) -> dict:
-    """``config.json`` of the run folder, written on first use; a resumed run keeps what it recorded."""
-    from .presets import preset_from_dict
+def is_ship_run(folder) -> bool:
+    """A ship-synthesis run folder: its ``config.json`` has the split with the selection CT patients."""
+    config = read_json(Path(folder) / "config.json")
+    return bool(config) and "select" in config.get("split", {}).get("CT", {})
+
+
+def open_run(run_dir, preset, data_root=None, overrides=()) -> dict:
+    """``config.json`` of the run folder, written on first use; a resumed run keeps what it recorded.
+    ``preset`` None: read an existing run only. ``overrides``: the ``--set`` options, ``(section, field, value)``,
+    which shape a new run only, so one that disagrees with a resumed run's record is refused."""
+    from .presets import option_text, preset_from_dict
 
     run_dir = Path(run_dir)
     config = read_json(run_dir / "config.json")
+    if config is not None and not is_ship_run(run_dir):
+        raise ValueError(f"{run_dir} is not a ship-synthesis run folder (its config.json has no selection split): "
+                         "give the folder python -m Training ship-synthesis wrote, or a new --run-dir")
     if config is None:
+        if preset is None:
+            raise FileNotFoundError(f"{run_dir} is not a ship-synthesis run folder (no config.json): train first "
+                                    f"with python -m Training ship-synthesis --run-dir {run_dir}")
+        if preset.synthesis.select_every < 1:
+            raise ValueError("synthesis.select_every must be at least 1: the run keeps the model it selects")
         cases = real_cases(data_root)
         if not cases["CT"] or not cases["MR"]:
             from SlicerEssNet.errors import InputImageError
@@ -56,7 +76,12 @@ def open_run(run_dir, preset, data_root=None) -> dict:
                   "cases": {m: [c.to_dict() for c in cs] for m, cs in cases.items()}, "command": sys.argv,
                   "python": platform.python_version(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
         write_json(config, run_dir / "config.json")
-    config["preset_object"] = preset_from_dict(config["preset"])
+    config["preset_object"] = recorded = preset_from_dict(config["preset"])
+    for section, name, value in overrides:
+        if getattr(getattr(recorded, section), name) != value:
+            was = option_text(section, name, getattr(getattr(recorded, section), name))
+            raise ValueError(f"{run_dir} was started with {was}: --set {option_text(section, name, value)} shapes "
+                             "a new run only; give another --run-dir, or leave the --set out to resume")
     return config
 
 
@@ -100,6 +125,15 @@ class Selection:
         self.record["scores"] = [e for e in self.record["scores"] if e["iteration"] != iteration] + [entry]
         write_json(self.record, self.path)
         return scalars
+
+
+def _device_text(device: str) -> str:
+    """What the model card says it trained on: the GPU's name, or the CPU threads."""
+    import torch
+
+    if str(device).startswith("cuda"):
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return f"{device} ({torch.get_num_threads()} threads)"
 
 
 def train_selected(job_dir, config: dict, tag: str, device: str = "cpu", stream=None):
@@ -165,16 +199,16 @@ def train_selected(job_dir, config: dict, tag: str, device: str = "cpu", stream=
     final = run_loop(job_dir, label=tag, total=total, step=step, get_state=get_state, set_state=set_state,
                      checkpoint_every=options.checkpoint_every, context=context, after_step=after_step, stream=stream)
     mark_done(job_dir, {"iterations": total, "essnet": essnet, "seed": seed, "seconds": final["seconds"],
-                        "best": selection.record["best"]})
+                        "device": _device_text(device), "best": selection.record["best"]})
 
 
 def train_all(run_dir, preset, tags=tuple(MODELS), workers: int = 1, device: str = "cpu", data_root=None,
-              stream=None) -> int:
+              stream=None, overrides=()) -> int:
     """Train every model in ``tags``: one after the other, or side by side in ``workers`` processes (one thread
     each). Returns 0 when all are done."""
     stream = stream or sys.stderr
     run_dir = Path(run_dir)
-    config = open_run(run_dir, preset, data_root)
+    config = open_run(run_dir, preset, data_root, overrides)
     if workers <= 1 or len(tags) == 1:
         for tag in tags:
             train_selected(run_dir / tag, config, tag, device, stream)
@@ -188,18 +222,20 @@ def train_all(run_dir, preset, tags=tuple(MODELS), workers: int = 1, device: str
             [sys.executable, "-m", "Training", "ship-synthesis", "--run-dir", str(run_dir), "--only", tag,
              "--device", device], env=environment, stdout=log, stderr=subprocess.STDOUT)))
     failed = []
-    try:
-        for tag, log, child in children:
-            if child.wait() != 0:
-                failed.append(tag)
-            log.close()
+    try:  # the first failure stops the rest: no waiting hours on a sibling to hear of it
+        while not failed and any(child.poll() is None for _, _, child in children):
+            time.sleep(2)
+            failed = [tag for tag, _, child in children if child.poll() not in (None, 0)]
+        failed = [tag for tag, _, child in children if child.poll() not in (None, 0)]
     finally:
-        for _, _, child in children:
+        for _, log, child in children:
             if child.poll() is None:
                 child.terminate()
+                child.wait()
+            log.close()
     if failed:
-        print(f"error: training {', '.join(failed)} failed: see {run_dir}/<model>.log; the same command resumes",
-              file=stream)
+        logs = ", ".join(str(run_dir / f"{tag}.log") for tag in failed)
+        print(f"error: training {', '.join(failed)} failed: see {logs}; the same command resumes", file=stream)
         return 1
     return 0
 

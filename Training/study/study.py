@@ -16,6 +16,7 @@ what it learns from exists, and the steps above reload them in this order.
 """
 from __future__ import annotations
 
+import dataclasses
 import platform
 import sys
 import time
@@ -55,9 +56,6 @@ class Study:
         ``arms``: on an existing run folder, the arms it runs from now on (finished arms reload).
         ``synthesis_from``: a ship-synthesis run folder whose selected generators replace stage 1, or the shipped
         models' folder, so the stage-2 arms learn from the long-trained models (recorded: a resumed run keeps it)."""
-        if synthesis_from is not None and not worker:  # before any folder is made: one line, nothing to clean up
-            planned = arms or (preset.arms if preset is not None else ())
-            check_source(synthesis_from, sorted({ARM_RECIPES[arm][1] for arm in planned} & {"essnet", "cyclegan"}))
         self.run_dir = Path(run_dir)
         self.context = context or DistributedContext()
         self.stream = stream or sys.stderr
@@ -65,13 +63,28 @@ class Study:
         if workers > 1 and self.context.enabled:
             raise ValueError("--workers > 1 cannot be combined with torchrun: use one or the other")
         self.workers, self.pool = max(1, int(workers)), None
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        source = str(Path(synthesis_from).resolve()) if synthesis_from else None
         config = read_json(self.run_dir / "config.json")
+        # Everything is checked before anything is written: a refused command leaves the run folder as it was.
         if config is not None:
             # A resumed run keeps what it was started with, whatever today's defaults are.
             self.preset = preset_from_dict(config["preset"])
             self.split = config["split"]
             self.cases = self._cases_from(config["cases"])
+            recorded = config.get("synthesis_from")
+            if source and source != recorded:
+                if recorded:
+                    raise ValueError(f"{self.run_dir} takes its synthesis models from {recorded}: use "
+                                     f"another --run-dir for {synthesis_from}")
+                # A run of real-only arms so far: the arms that learn from synthetic MR take these models.
+                trained = sorted(str(path.relative_to(self.run_dir)) for path in self.run_dir.glob("seed*/*")
+                                 if path.name.startswith("stage1_") or path.name == "synthetic")
+                if trained:
+                    raise ValueError(f"{self.run_dir} trained its own synthesis models ({', '.join(trained[:3])}): "
+                                     f"use another --run-dir for --synthesis-from {synthesis_from}")
+            self.synthesis_from = source or recorded
+            models = {} if worker else self._check_synthesis_source(tuple(arms) if arms else self.preset.arms,
+                                                                    config.get("synthesis_models", {}))
             if not worker:
                 self.log(f"resuming run {self.run_dir} (preset {self.preset.name})")
             if seeds and tuple(seeds) != self.preset.seeds:
@@ -81,43 +94,62 @@ class Study:
             if arms and tuple(arms) != self.preset.arms:
                 self.preset.arms = tuple(arms)
                 self._record(config, "arms", list(arms), f"arms are now {list(arms)}")
-            self.synthesis_from = config.get("synthesis_from")
-            if synthesis_from and str(Path(synthesis_from).resolve()) != self.synthesis_from:
-                if self.synthesis_from:
-                    raise ValueError(f"{self.run_dir} takes its synthesis models from {self.synthesis_from}: use "
-                                     f"another --run-dir for {synthesis_from}")
-                # A run of real-only arms so far: the arms that learn from synthetic MR take these models.
-                trained = sorted(str(path.relative_to(self.run_dir)) for path in self.run_dir.glob("seed*/*")
-                                 if path.name.startswith("stage1_") or path.name == "synthetic")
-                if trained:
-                    raise ValueError(f"{self.run_dir} trained its own synthesis models ({', '.join(trained[:3])}): "
-                                     f"use another --run-dir for --synthesis-from {synthesis_from}")
-                self.synthesis_from = str(Path(synthesis_from).resolve())
+            if self.synthesis_from != recorded:
                 self._record(config, "synthesis_from", self.synthesis_from,
                              f"stage 1 from now on: the selected models of {self.synthesis_from}")
+            if models and models != config.get("synthesis_models"):
+                self._record(config, "synthesis_models", models, "synthesis models recorded: "
+                             + ", ".join(f"{tag} {_weights_text(fingerprint)}" for tag, fingerprint in models.items()))
         else:
-            self.preset = preset
-            self.synthesis_from = str(Path(synthesis_from).resolve()) if synthesis_from else None
+            self.preset = dataclasses.replace(preset, arms=tuple(arms)) if arms else preset
+            self.synthesis_from = source
+            if source and not worker:  # a missing model: one line before phantoms or any folder are made
+                check_source(source, _synthetic_tags(self.preset.arms))
             self.cases = self._find_cases()
             data = preset.data
             self.split = make_split(self.cases, data.ct_val_patients, data.mr_val_patients, data.low_data_patients,
                                     seed=0)
+            models = {} if worker else self._check_synthesis_source(self.preset.arms, {})
+            self.run_dir.mkdir(parents=True, exist_ok=True)
             if self.context.is_main:
                 write_json({"preset": preset.to_dict(), "split": self.split,
                             "cases": {m: [c.to_dict() for c in cs] for m, cs in self.cases.items()},
                             "command": sys.argv, "python": platform.python_version(), "torch": _torch_version(),
                             "world_size": self.context.world_size, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                            "synthesis_from": self.synthesis_from},
+                            "synthesis_from": self.synthesis_from, "synthesis_models": models},
                            self.run_dir / "config.json")
             self.context.barrier()
         self.timings = read_json(self.run_dir / "timings.json") or {}
         self.wall_clock = read_json(self.run_dir / "wall_clock.json") or {}
         self.progress = StudyProgress([], self.log)
 
+    def _check_synthesis_source(self, arms, recorded: dict) -> dict:
+        """The ``--synthesis-from`` models ``arms`` learn from, checked before anything is written: each exists,
+        none trained on this run's held-out CT patients, and none changed since this run translated with it.
+        Returns ``tag -> fingerprint`` of the weights, for ``config.json``."""
+        if not self.synthesis_from:
+            return {}
+        source, held_out, models = self.synthesis_from, set(self.split["CT"]["val"]), dict(recorded)
+        for tag, facts in check_source(source, _synthetic_tags(arms)).items():
+            seen = held_out & set(facts["trained_on"])
+            if seen:
+                raise ValueError(f"the {tag} models of {source} trained on CT patients this run holds out "
+                                 f"({', '.join(sorted(seen))}): their shape consistency would be flattered; use "
+                                 "models with the same held-out CT patients")
+            before, now = recorded.get(tag), facts["fingerprint"]
+            if before and before != now and (self.run_dir / "synthetic" / tag).exists():
+                raise ValueError(f"the {tag} models of {source} changed since this run translated its CTs with them "
+                                 f"({_weights_text(before)}; now {_weights_text(now)}): use another --run-dir")
+            if not facts["finished"]:
+                self.log(f"note: {source}/{tag} is still training; its best model so far is used "
+                         f"({_weights_text(now)})")
+            models[tag] = now
+        return models
+
     # --- plumbing ----------------------------------------------------------------------------------------
     def _record(self, config: dict, key: str, value, message: str) -> None:
-        """Change what a resumed run recorded (a preset option, or ``synthesis_from``) and say so."""
-        if key == "synthesis_from":
+        """Change what a resumed run recorded (a preset option, or where its synthesis models come from) and say so."""
+        if key in ("synthesis_from", "synthesis_models"):
             config[key] = value
         else:
             config["preset"][key] = value
@@ -379,12 +411,7 @@ class Study:
         of ``tag``, or the shipped models, on its own grid, translates every CT patient (in memory, the same for
         every seed). The seed's real-only U-Net judges it later (``judge_synthesis``)."""
         source = Path(self.synthesis_from)
-        trained_on, chosen, loaded, mr_to_ct = source_generators(source, tag)
-        seen = trained_on & set(self.split["CT"]["val"])
-        if seen:
-            raise ValueError(f"the models of {source} trained on CT patients this run holds out "
-                             f"({', '.join(sorted(seen))}): their shape consistency would be flattered; use "
-                             "models with the same held-out CT patients")
+        chosen, loaded, mr_to_ct = source_generators(source, tag)  # checked in __init__: _check_synthesis_source
         folder = self.run_dir / "synthetic" / tag  # one translation serves every seed
         synthetic_train = synthetic_val = None
         if self.context.is_main:
@@ -675,6 +702,18 @@ def attempt_suffix(attempt: int) -> str:
 
 def _count(network) -> int:
     return int(sum(p.numel() for p in network.parameters()))
+
+
+def _synthetic_tags(arms) -> list:
+    """The synthesis models (``essnet``, ``cyclegan``) that these arms learn from."""
+    return sorted({ARM_RECIPES[arm][1] for arm in arms} & {"essnet", "cyclegan"})
+
+
+def _weights_text(fingerprint: dict) -> str:
+    """Which weights a fingerprint names, for one line of the log."""
+    if "iteration" in fingerprint:
+        return f"{fingerprint['variant']} weights of iteration {fingerprint['iteration']}"
+    return f"the shipped files (sha256 {fingerprint['sha256'][0][:12]}...)"
 
 
 def _torch_version() -> str:
