@@ -188,10 +188,11 @@ def test_the_regenerate_line_rebuilds_the_recorded_recipe(ship_run, tmp_path):
     from Training.study.ship_synthesis import open_run
 
     recorded = open_run(ship_run, None)["preset_object"]
-    line = regenerate_line(recorded, {"cyclegan": 6}, REPO / "docs" / "results" / "ship-cyclegan")
+    line = regenerate_line(recorded, {"cyclegan": 6}, REPO / "runs" / "ship-cyclegan",
+                           REPO / "docs" / "results" / "ship-cyclegan")
     train, report = line.split("`")[1], line.split("`")[3]
-    assert train.startswith("python -m Training ship-synthesis --only cyclegan --set ")
-    assert report == "python -m Training ship-report --out docs/results/ship-cyclegan"
+    assert train.startswith("python -m Training ship-synthesis --run-dir runs/ship-cyclegan --only cyclegan --set ")
+    assert report == "python -m Training ship-report runs/ship-cyclegan --out docs/results/ship-cyclegan"
     rebuilt = get_preset("ship")
     words = shlex.split(train)
     for index, word in enumerate(words):
@@ -199,8 +200,9 @@ def test_the_regenerate_line_rebuilds_the_recorded_recipe(ship_run, tmp_path):
             section, name, value = parse_option(words[index + 1])
             setattr(rebuilt, section, dataclasses.replace(getattr(rebuilt, section), **{name: value}))
     assert rebuilt.data == recorded.data and rebuilt.synthesis == recorded.synthesis
-    both = regenerate_line(recorded, {"essnet": 6, "cyclegan": 6}, tmp_path / "elsewhere")
-    assert "--only" not in both and both.endswith("ship-report --out FOLDER`.")
+    both = regenerate_line(recorded, {"essnet": 6, "cyclegan": 6}, REPO / "runs" / "ship", tmp_path / "elsewhere")
+    assert "--only" not in both and "--run-dir" not in both
+    assert both.endswith(f"ship-report --out {(tmp_path / 'elsewhere').resolve()}`.")
 
 
 def test_a_study_takes_stage_1_from_the_ship_run(ship_run, tmp_path):

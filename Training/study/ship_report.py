@@ -276,22 +276,27 @@ def trained_iterations(run_dir) -> dict:
             for tag, record in records.items() if record.get("scores")}
 
 
-def regenerate_line(preset, trained: dict, out=None) -> str:
-    """The commands that make this run again: ``--only`` when one model was trained, ``--set`` for changed options."""
+def regenerate_line(preset, trained: dict, run_dir=None, out=None) -> str:
+    """The commands that make this run again: ``--only`` when one model was trained, ``--set`` for changed options,
+    the run folder unless it is the default ``runs/ship``."""
     from .presets import changed_options, get_preset
 
-    train = "python -m Training ship-synthesis"
+    def shown(path) -> str:  # as a reader would type it: relative to the repository when inside it
+        path = Path(path).resolve()
+        return path.relative_to(REPO).as_posix() if path.is_relative_to(REPO) else str(path)
+
+    train, report = "python -m Training ship-synthesis", "python -m Training ship-report"
+    if run_dir is not None and shown(run_dir) != "runs/ship":
+        train += f" --run-dir {shown(run_dir)}"
+        report += f" {shown(run_dir)}"
     if len(trained) == 1:
         train += f" --only {next(iter(trained))}"
     train += "".join(f" --set {option}" for option in changed_options(preset, get_preset("ship")))
-    folder = "docs/results/ship"
-    if out is not None:
-        out = Path(out).resolve()
-        folder = out.relative_to(REPO).as_posix() if out.is_relative_to(REPO) else "FOLDER"
-    return f"Regenerate: `{train}` (train or resume), then `python -m Training ship-report --out {folder}`."
+    folder = "docs/results/ship" if out is None else shown(out)
+    return f"Regenerate: `{train}` (train or resume), then `{report} --out {folder}`."
 
 
-def markdown(config: dict, quality: dict, figures: list, trained: dict = None, out=None) -> str:
+def markdown(config: dict, quality: dict, figures: list, trained: dict = None, run_dir=None, out=None) -> str:
     trained = trained or {}
     preset = config["preset_object"]
     options = preset.synthesis
@@ -303,7 +308,7 @@ def markdown(config: dict, quality: dict, figures: list, trained: dict = None, o
              f"{options.select_every} iterations the fixed judge scores the live generators and their moving "
              f"average (decay {options.ema_decay:g}) on CT {', '.join(split['select'])}; the best is kept. "
              f"Scores below are on CT {', '.join(split['val'])}, which played no part in training or choosing.", "",
-             regenerate_line(preset, trained, out), "",
+             regenerate_line(preset, trained, run_dir, out), "",
              "| model | chosen | shape consistency (mean) | lowest patient | two-sample accuracy (95 % CI) | "
              "Nyquist ratio |", "|---|---|---|---|---|---|"]
     for tag in ("essnet", "cyclegan", "before"):
@@ -372,7 +377,7 @@ def write_ship_report(run_dir, out=None, log=print, two_sample_iterations: int =
     selection_curves(run_dir, run_dir / figures[1])
     report = run_dir / "REPORT.md"
     with atomic_path(report) as temporary:
-        temporary.write_text(markdown(config, quality, figures, trained_iterations(run_dir), out))
+        temporary.write_text(markdown(config, quality, figures, trained_iterations(run_dir), run_dir, out))
     if out is not None and Path(out).resolve() != run_dir.resolve():
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

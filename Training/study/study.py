@@ -657,7 +657,8 @@ class Study:
         scores = first["arms"][arm]["scores"]
         metrics = {"arm": arm, "seed": seed, "validation_patients": self.split["MR"]["val"],
                    **{k: scores[k] for k in SUMMARY_METRICS if k in scores},
-                   "arm_mean_dice_over_seeds": results["summary"][arm]["mean_dice"]["mean"]}
+                   "arm_mean_dice_over_seeds": results["summary"][arm]["mean_dice"]["mean"],
+                   "arm_seeds": results["summary"][arm]["mean_dice"]["n"]}  # 1: the mean is this seed's own
         tta = results.get("test_time_augmentation", {})
         if tta.get("arm") == arm:  # what the same network scores with --tta
             metrics["mean_dice_tta"] = tta["scores"]["mean_dice"]
