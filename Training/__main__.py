@@ -164,6 +164,7 @@ def _run(arguments) -> int:
 
     from .stages.distributed import init_distributed
     from .study.study import Study
+    from .study.synthesis_source import SourceChangedError
 
     # Training steps are many small ops: brief spinning before sleeping (see SlicerEssNet.runtime).
     import_torch(int(os.environ["OMP_NUM_THREADS"]) if os.environ.get("OMP_NUM_THREADS") else None, wait="short_spin")
@@ -186,7 +187,11 @@ def _run(arguments) -> int:
     except (ValueError, FileNotFoundError) as error:  # what the run folder and options were checked for
         print(f"error: {error}", file=sys.stderr)
         return 1
-    study.run()
+    try:
+        study.run()
+    except SourceChangedError as error:  # --synthesis-from moved on mid-run: nothing wrong is recorded
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     if study.preset.run_cli_demo and context.is_main:
         from .study.demo import apply_models_with_cli
 

@@ -325,8 +325,10 @@ def test_refused_commands_leave_every_folder_as_it_was(ship_run, tmp_path, capsy
 
 def test_a_study_checks_its_synthesis_source_before_it_writes(ship_run, tmp_path):
     """A source that lacks an arm's model or trained on this run's held-out CTs is refused before the run's
-    config changes; a source whose weights changed after the run translated with them is refused on resuming."""
+    config changes; a source whose weights changed after the run learned from them is refused on resuming, and
+    one that changes during a run stops it before anything learns from the new weights."""
     from Training.study.study import Study
+    from Training.study.synthesis_source import SourceChangedError
 
     preset = tiny_study_preset(read_json(ship_run / "config.json"))
     preset.arms = ("real",)
@@ -345,13 +347,31 @@ def test_a_study_checks_its_synthesis_source_before_it_writes(ship_run, tmp_path
     source = tmp_path / "source"
     shutil.copytree(ship_run, source)
     Study(run_dir, preset, stream=io.StringIO(), arms=("real", "real+essnet"), synthesis_from=source).run()
-    fingerprint = read_json(run_dir / "config.json")["synthesis_models"]["essnet"]
+    config = read_json(run_dir / "config.json")
+    fingerprint = config["synthesis_models"]["essnet"]
+    assert config["preset"]["arms"] == ["real", "real+essnet"]
     assert (run_dir / "synthetic" / "essnet").is_dir() and fingerprint["iteration"] in (3, 6)
     Study(run_dir, preset, stream=io.StringIO())  # unchanged weights: resumes
+    kept = source / "essnet" / f"best-{fingerprint['variant']}.pt"
+    original = kept.read_bytes()
     other = {"live": "average", "average": "live"}[fingerprint["variant"]]
-    shutil.copyfile(source / "essnet" / f"best-{other}.pt", source / "essnet" / f"best-{fingerprint['variant']}.pt")
-    with pytest.raises(ValueError, match="changed since this run translated"):
+    shutil.copyfile(source / "essnet" / f"best-{other}.pt", kept)
+    recorded = (run_dir / "config.json").read_bytes()
+    with pytest.raises(ValueError, match="changed since this run learned"):
         Study(run_dir, preset, stream=io.StringIO())
+    shutil.rmtree(run_dir / "synthetic")  # the arm that learned from the old weights still stands
+    with pytest.raises(ValueError, match="changed since this run learned"):
+        Study(run_dir, preset, stream=io.StringIO(), seeds=(0, 1))
+    assert (run_dir / "config.json").read_bytes() == recorded
+
+    # A source that moves on between the start of a run and its use stops the run before anything learns from it.
+    kept.write_bytes(original)
+    fresh = tmp_path / "fresh"
+    study = Study(fresh, preset, stream=io.StringIO(), arms=("real", "real+essnet"), synthesis_from=source)
+    shutil.copyfile(source / "essnet" / f"best-{other}.pt", kept)
+    with pytest.raises(SourceChangedError, match="changed while this run used them"):
+        study.run()
+    assert not (fresh / "synthetic").exists() and not list(fresh.glob("seed*/arms/real+essnet"))
 
 
 def test_the_ship_report_measures_again_when_the_run_chose_other_weights(ship_run, ship_report):

@@ -52,7 +52,7 @@ def export_generators(run_dir, config: dict, tag: str, quality: dict) -> list:
         "selected_iteration": chosen["iteration"], "selected_weights": "moving average" if variant == "average"
         else "live", "ema_decay": options.ema_decay, "crop_px": options.crop, "spacing_mm": preset.data.spacing_mm,
         "upsampling": options.upsampling, "precision": "bf16" if options.autocast_bf16 else "fp32",
-        "device": done.get("device"), "seconds": done.get("seconds"),
+        "device": done.get("device", "not recorded"), "seconds": done.get("seconds"),
         "selection": f"shape consistency on CT {', '.join(config['split']['CT']['select'])} every "
                      f"{options.select_every} iterations (judge: Training/judge/liver-unet-mr)"}
     own = quality["models"][tag]
@@ -143,6 +143,9 @@ def measure(run_dir, config: dict, log=print, two_sample_iterations: int = 600, 
         cached = quality["models"].get(tag)
         if cached and (chosen is None or cached.get("sha256") == chosen["sha256"]):
             continue  # measured before, and the run has not chosen other weights since
+        if cached:
+            log(f"[ship-report] {tag}: not the weights measured before (iteration {cached.get('iteration')}, "
+                f"{cached.get('variant')}); measuring again")
         started = time.perf_counter()
         log(f"[ship-report] {tag}: shape consistency on {len(report_volumes)} held-out CT patients")
         kept = {}
@@ -292,7 +295,7 @@ def regenerate_line(preset, trained: dict, run_dir=None, out=None) -> str:
     if len(trained) == 1:
         train += f" --only {next(iter(trained))}"
     train += "".join(f" --set {option}" for option in changed_options(preset, get_preset("ship")))
-    folder = "docs/results/ship" if out is None else shown(out)
+    folder = "FOLDER" if out is None else shown(out)
     return f"Regenerate: `{train}` (train or resume), then `{report} --out {folder}`."
 
 

@@ -221,21 +221,28 @@ def train_all(run_dir, preset, tags=tuple(MODELS), workers: int = 1, device: str
         children.append((tag, log, subprocess.Popen(
             [sys.executable, "-m", "Training", "ship-synthesis", "--run-dir", str(run_dir), "--only", tag,
              "--device", device], env=environment, stdout=log, stderr=subprocess.STDOUT)))
-    failed = []
-    try:  # the first failure stops the rest: no waiting hours on a sibling to hear of it
+    failed, stopped = [], []
+    try:  # the first failure stops the rest (they resume from their checkpoints): no waiting hours to hear of it
         while not failed and any(child.poll() is None for _, _, child in children):
             time.sleep(2)
             failed = [tag for tag, _, child in children if child.poll() not in (None, 0)]
         failed = [tag for tag, _, child in children if child.poll() not in (None, 0)]
     finally:
-        for _, log, child in children:
+        for tag, log, child in children:
             if child.poll() is None:
+                stopped.append(tag)
                 child.terminate()
-                child.wait()
+                try:
+                    child.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
             log.close()
     if failed:
         logs = ", ".join(str(run_dir / f"{tag}.log") for tag in failed)
-        print(f"error: training {', '.join(failed)} failed: see {logs}; the same command resumes", file=stream)
+        also = f"; stopped {', '.join(stopped)} too" if stopped else ""
+        print(f"error: training {', '.join(failed)} failed: see {logs}{also}; the same command resumes",
+              file=stream)
         return 1
     return 0
 

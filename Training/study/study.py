@@ -39,7 +39,7 @@ from .other_mr import other_mr_case, score_other_mr
 from .presets import ARM_RECIPES, RESTYLED_CT, choose_shipped_arm, preset_from_dict
 from .report import write_report
 from .study_progress import StudyProgress
-from .synthesis_source import check_source, source_generators
+from .synthesis_source import SourceChangedError, check_source, source_generators
 from .translate import contact_sheet, sheet_rows, translate_cases
 
 SUMMARY_METRICS = ("pooled_dice_2d", "pooled_iou_2d", "mean_dice", "mean_ravd", "mean_assd", "mean_mssd",
@@ -53,7 +53,8 @@ class Study:
                  seeds=None, workers: int = 1, worker: bool = False, arms=None, synthesis_from=None):
         """``workers`` > 1: the training jobs of each seed run side by side in that many processes
         (``job_pool.py``); ``worker``: this process is one of them and only trains the jobs it is given.
-        ``arms``: on an existing run folder, the arms it runs from now on (finished arms reload).
+        ``arms``: the arms to run instead of the preset's (on an existing run folder: from now on; finished arms
+        reload).
         ``synthesis_from``: a ship-synthesis run folder whose selected generators replace stage 1, or the shipped
         models' folder, so the stage-2 arms learn from the long-trained models (recorded: a resumed run keeps it)."""
         self.run_dir = Path(run_dir)
@@ -104,15 +105,15 @@ class Study:
             self.preset = dataclasses.replace(preset, arms=tuple(arms)) if arms else preset
             self.synthesis_from = source
             if source and not worker:  # a missing model: one line before phantoms or any folder are made
-                check_source(source, _synthetic_tags(self.preset.arms))
+                check_source(source, self._learned_from(self.preset.arms))
             self.cases = self._find_cases()
-            data = preset.data
+            data = self.preset.data
             self.split = make_split(self.cases, data.ct_val_patients, data.mr_val_patients, data.low_data_patients,
                                     seed=0)
             models = {} if worker else self._check_synthesis_source(self.preset.arms, {})
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if self.context.is_main:
-                write_json({"preset": preset.to_dict(), "split": self.split,
+                write_json({"preset": self.preset.to_dict(), "split": self.split,
                             "cases": {m: [c.to_dict() for c in cs] for m, cs in self.cases.items()},
                             "command": sys.argv, "python": platform.python_version(), "torch": _torch_version(),
                             "world_size": self.context.world_size, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -123,22 +124,29 @@ class Study:
         self.wall_clock = read_json(self.run_dir / "wall_clock.json") or {}
         self.progress = StudyProgress([], self.log)
 
+    def _learned_from(self, arms) -> list:
+        """The synthesis models (``essnet``, ``cyclegan``) these arms learn from; no EssNet with ``--no-seg``."""
+        available = {"essnet", "cyclegan"} if self.preset.synthesis.seg_weight > 0 else {"cyclegan"}
+        return sorted({ARM_RECIPES[arm][1] for arm in arms} & available)
+
     def _check_synthesis_source(self, arms, recorded: dict) -> dict:
         """The ``--synthesis-from`` models ``arms`` learn from, checked before anything is written: each exists,
-        none trained on this run's held-out CT patients, and none changed since this run translated with it.
+        none trained on this run's held-out CT patients, and none changed since this run learned from it.
         Returns ``tag -> fingerprint`` of the weights, for ``config.json``."""
         if not self.synthesis_from:
             return {}
         source, held_out, models = self.synthesis_from, set(self.split["CT"]["val"]), dict(recorded)
-        for tag, facts in check_source(source, _synthetic_tags(arms)).items():
+        for tag, facts in check_source(source, self._learned_from(arms)).items():
             seen = held_out & set(facts["trained_on"])
             if seen:
                 raise ValueError(f"the {tag} models of {source} trained on CT patients this run holds out "
                                  f"({', '.join(sorted(seen))}): their shape consistency would be flattered; use "
                                  "models with the same held-out CT patients")
             before, now = recorded.get(tag), facts["fingerprint"]
-            if before and before != now and (self.run_dir / "synthetic" / tag).exists():
-                raise ValueError(f"the {tag} models of {source} changed since this run translated its CTs with them "
+            used = [path for path in self.run_dir.glob("seed*/arms/*")
+                    if path.name in ARM_RECIPES and ARM_RECIPES[path.name][1] == tag]
+            if before and before != now and ((self.run_dir / "synthetic" / tag).exists() or used):
+                raise SourceChangedError(f"the {tag} models of {source} changed since this run learned from them "
                                  f"({_weights_text(before)}; now {_weights_text(now)}): use another --run-dir")
             if not facts["finished"]:
                 self.log(f"note: {source}/{tag} is still training; its best model so far is used "
@@ -411,7 +419,12 @@ class Study:
         of ``tag``, or the shipped models, on its own grid, translates every CT patient (in memory, the same for
         every seed). The seed's real-only U-Net judges it later (``judge_synthesis``)."""
         source = Path(self.synthesis_from)
-        chosen, loaded, mr_to_ct = source_generators(source, tag)  # checked in __init__: _check_synthesis_source
+        recorded = (read_json(self.run_dir / "config.json") or {}).get("synthesis_models", {}).get(tag)
+        now = check_source(source, [tag])[tag]["fingerprint"]
+        if recorded and now != recorded:  # a source still training moved on since this run began with it
+            raise SourceChangedError(f"the {tag} models of {source} changed while this run used them "
+                                     f"({_weights_text(recorded)}; now {_weights_text(now)}): use another --run-dir")
+        chosen, loaded, mr_to_ct = source_generators(source, tag)
         folder = self.run_dir / "synthetic" / tag  # one translation serves every seed
         synthetic_train = synthetic_val = None
         if self.context.is_main:
@@ -703,11 +716,6 @@ def attempt_suffix(attempt: int) -> str:
 
 def _count(network) -> int:
     return int(sum(p.numel() for p in network.parameters()))
-
-
-def _synthetic_tags(arms) -> list:
-    """The synthesis models (``essnet``, ``cyclegan``) that these arms learn from."""
-    return sorted({ARM_RECIPES[arm][1] for arm in arms} & {"essnet", "cyclegan"})
 
 
 def _weights_text(fingerprint: dict) -> str:

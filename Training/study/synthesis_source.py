@@ -15,6 +15,10 @@ from ..stages.checkpoint import read_json
 from .ship_synthesis import best_generators, is_ship_run, open_run, selection_record
 
 
+class SourceChangedError(ValueError):
+    """The weights in ``--synthesis-from`` are not the ones a run recorded when it began to learn from them."""
+
+
 def is_models_folder(source) -> bool:
     """A folder of model cards and weights, as the core loads them (not a ship run: that has ``config.json``)."""
     source = Path(source)
@@ -54,6 +58,8 @@ def _shipped_facts(folder: Path, tag: str) -> dict:
             f"{folder} has no {' or '.join(missing)}: the shipped models are EssNet's; for the {tag} arms "
             f"train a ship run (python -m Training ship-synthesis) and pass its folder")
     cards = [read_json(folder / f"{tag}-{direction}.json") for direction in ("ct2mr", "mr2ct")]
+    if not all(card.get("sha256") for card in cards):
+        raise ValueError(f"a {tag} card in {folder} has no sha256: re-save the model with weights.save_model")
     split = cards[0].get("training", {}).get("split", {}).get("CT", {})
     if "train" not in split:
         raise ValueError(f"{folder / f'{tag}-ct2mr.json'} does not say which CT patients it trained on "
