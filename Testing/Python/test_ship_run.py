@@ -77,7 +77,8 @@ def test_selection_scores_both_variants_and_keeps_each_best(ship_run):
         means = [entry[variant]["mean"] for entry in record["scores"]]
         assert record["best"][variant]["mean"] == max(means)
         assert (ship_run / "essnet" / f"best-{variant}.pt").is_file()
-    assert read_json(ship_run / "essnet" / "done.json")["iterations"] == 6
+    done = read_json(ship_run / "essnet" / "done.json")
+    assert done["iterations"] == 6 and done["device"].startswith("cpu (")  # the card says what it trained on
 
 
 def test_the_kept_weights_are_the_ones_that_were_scored(ship_run):
@@ -313,6 +314,8 @@ def test_refused_commands_leave_every_folder_as_it_was(ship_run, tmp_path, capsy
              "was started with synthesis.iterations=6"),
             (["ship-synthesis", "--run-dir", str(tmp_path / "new"), "--data-root", str(root),
               "--set", "data.ct_select_patients=0"], "data.ct_select_patients=0"),
+            (["ship-synthesis", "--run-dir", str(tmp_path / "new"), "--data-root", str(root),
+              "--set", "synthesis.select_every=0"], "select_every must be at least 1"),
             (["ship-report", str(study_folder)], "not a ship-synthesis run folder"),
             (["ship-report", str(unselected)], "no selected model yet")):
         listing = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
