@@ -142,6 +142,36 @@ def test_a_run_stopped_midway_resumes_to_the_same_models(ship_run, tmp_path, mon
     assert [path.stat().st_mtime_ns for path in files] == finished
 
 
+def test_a_run_stopped_between_the_kept_weights_and_their_record_reads_the_weights(ship_run, tmp_path, monkeypatch):
+    """The best weights are written before selection.json: stopped between the two, the record of the weights on
+    disk wins, so the model used and the iteration named are the same."""
+    from Training.study import ship_synthesis
+    from Training.study.ship_synthesis import best_generators, open_run, selection_record, train_all
+
+    run_dir = tmp_path / "ship"
+    run_dir.mkdir()
+    shutil.copyfile(ship_run / "config.json", run_dir / "config.json")
+    means = iter(range(1, 100))
+    monkeypatch.setattr(ship_synthesis.Selection, "score",
+                        lambda self, network: {"mean": float(next(means)), "min": 0.0, "per_patient": {}})
+    real_write = ship_synthesis.write_json
+
+    def stopped_at_6(data, path):
+        if path.name == "selection.json" and any(e["iteration"] == 6 for e in data["scores"]):
+            raise KeyboardInterrupt
+        real_write(data, path)
+
+    monkeypatch.setattr(ship_synthesis, "write_json", stopped_at_6)
+    with pytest.raises(KeyboardInterrupt):
+        train_all(run_dir, None, ("essnet",), workers=1, stream=io.StringIO())
+    on_disk = read_json(run_dir / "essnet" / "selection.json")
+    assert {v: b["iteration"] for v, b in on_disk["best"].items()} == {"live": 3, "average": 3}  # stale
+    record = selection_record(run_dir / "essnet")
+    assert {v: b["iteration"] for v, b in record["best"].items()} == {"live": 6, "average": 6}
+    variant, chosen, _, _ = best_generators(run_dir / "essnet", open_run(run_dir, None)["preset_object"], "essnet")
+    assert (variant, chosen["iteration"], chosen["mean"]) == ("average", 6, 4.0)
+
+
 @pytest.fixture(scope="module")
 def ship_report(ship_run):
     from Training.study.ship_report import write_ship_report

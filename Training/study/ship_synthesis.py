@@ -98,7 +98,7 @@ class Selection:
     def __init__(self, job_dir, cases, judge, card_of):
         self.job_dir = Path(job_dir)
         self.path = self.job_dir / "selection.json"
-        self.record = read_json(self.path) or {"scores": [], "best": {}}
+        self.record = with_kept_weights(self.job_dir, read_json(self.path) or {"scores": [], "best": {}})
         self.volumes = {case.patient: load_case(case) for case in cases}
         self.judge = judge
         self.card_of = card_of  # network -> an in-memory LoadedModel for the engine
@@ -118,9 +118,11 @@ class Selection:
             scalars[f"select_{variant}"] = scores["mean"]
             best = self.record["best"].get(variant)
             if best is None or scores["mean"] > best["mean"]:
-                save_checkpoint({"ct_to_mr": ct_to_mr.state_dict(), "mr_to_ct": mr_to_ct.state_dict()},
-                                self.job_dir / f"best-{variant}.pt")
-                self.record["best"][variant] = {"iteration": iteration, **scores}
+                kept = {"iteration": iteration, **scores}
+                # The weights carry their own record: written first, they stay right if selection.json is not.
+                save_checkpoint({"ct_to_mr": ct_to_mr.state_dict(), "mr_to_ct": mr_to_ct.state_dict(),
+                                 "selected": kept}, self.job_dir / f"best-{variant}.pt")
+                self.record["best"][variant] = kept
         # A resumed run scores an iteration again: the newer entry replaces the older one.
         self.record["scores"] = [e for e in self.record["scores"] if e["iteration"] != iteration] + [entry]
         write_json(self.record, self.path)
@@ -247,9 +249,22 @@ def train_all(run_dir, preset, tags=tuple(MODELS), workers: int = 1, device: str
     return 0
 
 
+def with_kept_weights(job_dir, record: dict) -> dict:
+    """``record`` with each variant's best as its weights file records it: the file is written before
+    ``selection.json``, so a run stopped between the two keeps the truth in the file (older files carry none)."""
+    for variant in VARIANTS:
+        path = Path(job_dir) / f"best-{variant}.pt"
+        kept = (load_checkpoint(path) or {}).get("selected")
+        if kept and kept != record["best"].get(variant):
+            record["best"][variant] = kept
+    return record
+
+
 def selection_record(job_dir) -> dict:
     """The model's ``selection.json``, or ``FileNotFoundError`` saying how to get one."""
     record = read_json(Path(job_dir) / "selection.json")
+    if record:
+        record = with_kept_weights(job_dir, record)
     if not record or not record["best"]:
         raise FileNotFoundError(f"{job_dir} has no selected model yet: train it first (python -m Training "
                                 f"ship-synthesis --run-dir {Path(job_dir).parent})")
