@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from .study.presets import ARM_RECIPES, get_preset, preset_names
+from .study.presets import ARM_RECIPES, apply_options, get_preset, preset_names
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -152,8 +152,7 @@ def preset_for(arguments):
         preset.synthesis = dataclasses.replace(preset.synthesis, seg_weight=0.0)
     if arguments.identity is not None:
         preset.synthesis = dataclasses.replace(preset.synthesis, lambda_identity=arguments.identity)
-    for section, name, value in arguments.overrides:
-        setattr(preset, section, dataclasses.replace(getattr(preset, section), **{name: value}))
+    apply_options(preset, arguments.overrides)
     if arguments.arms:
         preset.arms = tuple(arguments.arms)
     return preset
@@ -200,8 +199,6 @@ def _run(arguments) -> int:
 
 
 def _ship_synthesis(arguments) -> int:
-    import dataclasses
-
     from SlicerEssNet.errors import InputImageError
     from SlicerEssNet.runtime import import_torch, select_device
 
@@ -211,9 +208,7 @@ def _ship_synthesis(arguments) -> int:
     device, note = select_device(arguments.device)
     if note:
         print(f"note: {note}", file=sys.stderr)
-    preset = get_preset("ship")
-    for section, name, value in arguments.overrides:
-        setattr(preset, section, dataclasses.replace(getattr(preset, section), **{name: value}))
+    preset = apply_options(get_preset("ship"), arguments.overrides)
     tags = (arguments.only,) if arguments.only else tuple(MODELS)
     workers = arguments.workers
     if workers == "auto":

@@ -214,7 +214,7 @@ def test_the_regenerate_line_rebuilds_the_recorded_recipe(ship_run, tmp_path):
     ``parse_option`` onto the named preset, those options give the recorded recipe again."""
     import shlex
 
-    from Training.study.presets import parse_option
+    from Training.study.presets import apply_options, parse_option
     from Training.study.ship_report import REPO, regenerate_line
     from Training.study.ship_synthesis import open_run
 
@@ -224,12 +224,9 @@ def test_the_regenerate_line_rebuilds_the_recorded_recipe(ship_run, tmp_path):
     train, report = line.split("`")[1], line.split("`")[3]
     assert train.startswith("python -m Training ship-synthesis --run-dir runs/ship-cyclegan --only cyclegan --set ")
     assert report == "python -m Training ship-report runs/ship-cyclegan --out docs/results/ship-cyclegan"
-    rebuilt = get_preset("ship")
     words = shlex.split(train)
-    for index, word in enumerate(words):
-        if word == "--set":
-            section, name, value = parse_option(words[index + 1])
-            setattr(rebuilt, section, dataclasses.replace(getattr(rebuilt, section), **{name: value}))
+    rebuilt = apply_options(get_preset("ship"), [parse_option(words[index + 1])
+                                                 for index, word in enumerate(words) if word == "--set"])
     assert rebuilt.data == recorded.data and rebuilt.synthesis == recorded.synthesis
     both = regenerate_line(recorded, {"essnet": 6, "cyclegan": 6}, REPO / "runs" / "ship", tmp_path / "elsewhere")
     assert "--only" not in both and "--run-dir" not in both

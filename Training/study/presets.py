@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 
 from ..stages.schedule import OPTIMIZERS
 
@@ -291,6 +291,13 @@ def parse_option(text: str) -> tuple:
     except ValueError:
         raise ValueError(f"{section}.{name} takes a {type(default).__name__} (like {default!r}), "
                          f"not {value!r}") from None
+
+
+def apply_options(preset: Preset, options) -> Preset:
+    """In place: each ``(section, field, value)`` of ``parse_option`` set on ``preset``; returns it."""
+    for section, name, value in options:
+        setattr(preset, section, replace(getattr(preset, section), **{name: value}))
+    return preset
 
 
 def option_text(section: str, name: str, value) -> str:

@@ -283,10 +283,7 @@ def regenerate_line(preset, trained: dict, run_dir=None, out=None) -> str:
     """The commands that make this run again: ``--only`` when one model was trained, ``--set`` for changed options,
     the run folder unless it is the default ``runs/ship``."""
     from .presets import changed_options, get_preset
-
-    def shown(path) -> str:  # as a reader would type it: relative to the repository when inside it
-        path = Path(path).resolve()
-        return path.relative_to(REPO).as_posix() if path.is_relative_to(REPO) else str(path)
+    from .report import _shown_path as shown
 
     train, report = "python -m Training ship-synthesis", "python -m Training ship-report"
     if run_dir is not None and shown(run_dir) != "runs/ship":

@@ -223,12 +223,13 @@ def train_all(run_dir, preset, tags=tuple(MODELS), workers: int = 1, device: str
         children.append((tag, log, subprocess.Popen(
             [sys.executable, "-m", "Training", "ship-synthesis", "--run-dir", str(run_dir), "--only", tag,
              "--device", device], env=environment, stdout=log, stderr=subprocess.STDOUT)))
-    failed, stopped = [], []
+    stopped = []
     try:  # the first failure stops the rest (they resume from their checkpoints): no waiting hours to hear of it
-        while not failed and any(child.poll() is None for _, _, child in children):
-            time.sleep(2)
+        while True:
             failed = [tag for tag, _, child in children if child.poll() not in (None, 0)]
-        failed = [tag for tag, _, child in children if child.poll() not in (None, 0)]
+            if failed or all(child.poll() is not None for _, _, child in children):
+                break
+            time.sleep(2)
     finally:
         for tag, log, child in children:
             if child.poll() is None:
@@ -251,13 +252,22 @@ def train_all(run_dir, preset, tags=tuple(MODELS), workers: int = 1, device: str
 
 def with_kept_weights(job_dir, record: dict) -> dict:
     """``record`` with each variant's best as its weights file records it: the file is written before
-    ``selection.json``, so a run stopped between the two keeps the truth in the file (older files carry none)."""
+    ``selection.json``, so a weights file newer than the JSON is one whose record did not reach it (a run stopped
+    between the two). Only such a file is read; older files carry no record."""
+    written = Path(job_dir) / "selection.json"
+    written = written.stat().st_mtime_ns if written.exists() else 0
     for variant in VARIANTS:
         path = Path(job_dir) / f"best-{variant}.pt"
-        kept = (load_checkpoint(path) or {}).get("selected")
-        if kept and kept != record["best"].get(variant):
-            record["best"][variant] = kept
+        if path.exists() and path.stat().st_mtime_ns > written:
+            kept = load_checkpoint(path).get("selected")
+            if kept:
+                record["best"][variant] = kept
     return record
+
+
+def chosen_variant(record: dict) -> str:
+    """The variant (``live`` or ``average``) whose best scored highest: the run's model."""
+    return max(record["best"], key=lambda v: record["best"][v]["mean"])
 
 
 def selection_record(job_dir) -> dict:
@@ -280,7 +290,7 @@ def best_generators(job_dir, preset, tag: str):
     from ..stages.essnet import generator_architecture
 
     record = selection_record(job_dir)
-    variant = max(record["best"], key=lambda v: record["best"][v]["mean"])
+    variant = chosen_variant(record)
     state = load_checkpoint(Path(job_dir) / f"best-{variant}.pt")
     networks = []
     for direction in ("ct_to_mr", "mr_to_ct"):

@@ -84,8 +84,8 @@ class Study:
                     raise ValueError(f"{self.run_dir} trained its own synthesis models ({', '.join(trained[:3])}): "
                                      f"use another --run-dir for --synthesis-from {synthesis_from}")
             self.synthesis_from = source or recorded
-            models = {} if worker else self._check_synthesis_source(tuple(arms) if arms else self.preset.arms,
-                                                                    config.get("synthesis_models", {}))
+            facts = {} if worker else self._source_facts(tuple(arms) if arms else self.preset.arms)
+            models = self._checked_fingerprints(facts, config.get("synthesis_models", {}))
             if not worker:
                 self.log(f"resuming run {self.run_dir} (preset {self.preset.name})")
             if seeds and tuple(seeds) != self.preset.seeds:
@@ -104,13 +104,13 @@ class Study:
         else:
             self.preset = dataclasses.replace(preset, arms=tuple(arms)) if arms else preset
             self.synthesis_from = source
-            if source and not worker:  # a missing model: one line before phantoms or any folder are made
-                check_source(source, self._learned_from(self.preset.arms))
+            # A missing model: one line before phantoms or any folder are made.
+            facts = {} if worker else self._source_facts(self.preset.arms)
             self.cases = self._find_cases()
             data = self.preset.data
             self.split = make_split(self.cases, data.ct_val_patients, data.mr_val_patients, data.low_data_patients,
                                     seed=0)
-            models = {} if worker else self._check_synthesis_source(self.preset.arms, {})
+            models = self._checked_fingerprints(facts, {})
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if self.context.is_main:
                 write_json({"preset": self.preset.to_dict(), "split": self.split,
@@ -120,23 +120,27 @@ class Study:
                             "synthesis_from": self.synthesis_from, "synthesis_models": models},
                            self.run_dir / "config.json")
             self.context.barrier()
+        self.source_fingerprints = models  # of the --synthesis-from weights this run learns from
         self.timings = read_json(self.run_dir / "timings.json") or {}
         self.wall_clock = read_json(self.run_dir / "wall_clock.json") or {}
         self.progress = StudyProgress([], self.log)
 
     def _learned_from(self, arms) -> list:
         """The synthesis models (``essnet``, ``cyclegan``) these arms learn from; no EssNet with ``--no-seg``."""
-        available = {"essnet", "cyclegan"} if self.preset.synthesis.seg_weight > 0 else {"cyclegan"}
-        return sorted({ARM_RECIPES[arm][1] for arm in arms} & available)
+        available = ("essnet", "cyclegan") if self.preset.synthesis.seg_weight > 0 else ("cyclegan",)
+        wanted = {ARM_RECIPES[arm][1] for arm in arms}
+        return [tag for tag in available if tag in wanted]  # EssNet first: the model a run exports
 
-    def _check_synthesis_source(self, arms, recorded: dict) -> dict:
-        """The ``--synthesis-from`` models ``arms`` learn from, checked before anything is written: each exists,
-        none trained on this run's held-out CT patients, and none changed since this run learned from it.
-        Returns ``tag -> fingerprint`` of the weights, for ``config.json``."""
-        if not self.synthesis_from:
-            return {}
+    def _source_facts(self, arms) -> dict:
+        """``check_source`` of the ``--synthesis-from`` models ``arms`` learn from (none without a source)."""
+        return check_source(self.synthesis_from, self._learned_from(arms)) if self.synthesis_from else {}
+
+    def _checked_fingerprints(self, source_facts: dict, recorded: dict) -> dict:
+        """Checked before anything is written: no source model trained on this run's held-out CT patients, and
+        none changed since this run learned from it. Returns ``tag -> fingerprint`` of the weights, for
+        ``config.json``."""
         source, held_out, models = self.synthesis_from, set(self.split["CT"]["val"]), dict(recorded)
-        for tag, facts in check_source(source, self._learned_from(arms)).items():
+        for tag, facts in source_facts.items():
             seen = held_out & set(facts["trained_on"])
             if seen:
                 raise ValueError(f"the {tag} models of {source} trained on CT patients this run holds out "
@@ -419,7 +423,7 @@ class Study:
         of ``tag``, or the shipped models, on its own grid, translates every CT patient (in memory, the same for
         every seed). The seed's real-only U-Net judges it later (``judge_synthesis``)."""
         source = Path(self.synthesis_from)
-        recorded = (read_json(self.run_dir / "config.json") or {}).get("synthesis_models", {}).get(tag)
+        recorded = self.source_fingerprints.get(tag)
         now = check_source(source, [tag])[tag]["fingerprint"]
         if recorded and now != recorded:  # a source still training moved on since this run began with it
             raise SourceChangedError(f"the {tag} models of {source} changed while this run used them "
@@ -529,10 +533,7 @@ class Study:
     def synthesis_models(self) -> tuple:
         """(tag, with segmentation branch) of the stage-1 models some arm learns from: both, only the ablation
         when run with ``--no-seg``, none when every arm trains on real MR alone (``--arms real monai``)."""
-        available = (("essnet", True), ("cyclegan", False)) if self.preset.synthesis.seg_weight > 0 else \
-            (("cyclegan", False),)
-        wanted = {ARM_RECIPES[arm][1] for arm in self.preset.arms}
-        return tuple(model for model in available if model[0] in wanted)
+        return tuple((tag, tag == "essnet") for tag in self._learned_from(self.preset.arms))
 
     def arms(self) -> tuple:
         available = {tag for tag, _ in self.synthesis_models()}

@@ -12,7 +12,7 @@ from pathlib import Path
 from SlicerEssNet.weights import file_sha256, load_model
 
 from ..stages.checkpoint import read_json
-from .ship_synthesis import best_generators, is_ship_run, open_run, selection_record
+from .ship_synthesis import best_generators, chosen_variant, is_ship_run, open_run, selection_record
 
 
 class SourceChangedError(ValueError):
@@ -43,7 +43,7 @@ def check_source(source, tags) -> dict:
     facts = {}
     for tag in tags:
         record = selection_record(source / tag)
-        variant = max(record["best"], key=lambda v: record["best"][v]["mean"])
+        variant = chosen_variant(record)
         facts[tag] = {"trained_on": sorted(config["split"]["CT"]["train"]),
                       "fingerprint": {"variant": variant, "iteration": record["best"][variant]["iteration"],
                                       "sha256": file_sha256(source / tag / f"best-{variant}.pt")},
